@@ -1,0 +1,42 @@
+# Every target is self-contained on a fresh machine: it creates .venv and installs what it needs.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+NODE_INSTALLED := node_modules/.installed
+
+.PHONY: dev test check lint format cluster bench clean
+
+$(INSTALLED): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Corral needs Python 3.11 or newer"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+$(NODE_INSTALLED): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm is required (Node.js 20+): install nodejs and npm"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+setup: $(INSTALLED) $(NODE_INSTALLED)
+
+dev: setup
+	$(VENV)/bin/corral --help
+
+test: setup
+	$(PY) -m pytest
+
+check: $(INSTALLED)
+	$(VENV)/bin/ruff format --check corral tests e2e bench
+	$(VENV)/bin/ruff check corral tests e2e bench
+	$(VENV)/bin/mypy --strict corral
+	$(VENV)/bin/lint-imports
+
+format: $(INSTALLED)
+	$(VENV)/bin/ruff format corral tests e2e bench
+	$(VENV)/bin/ruff check --fix corral tests e2e bench
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Serves a stdio MCP server as streamable HTTP on localhost."""

@@ -1,0 +1,1 @@
+"""Plumbing shared by every process: logging, settings helpers, networking."""

@@ -1,0 +1,1 @@
+"""The edge: authentication, routing, sessions, registry, audit store."""

@@ -1,0 +1,1 @@
+"""Envelope encryption providers: local key file, GCP KMS, AWS KMS."""

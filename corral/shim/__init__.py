@@ -1,0 +1,1 @@
+"""The sidecar beside every MCP server: identity, policy, filters, token exchange, audit."""

@@ -1,0 +1,1 @@
+"""Postgres access through asyncpg and numbered migrations."""
