@@ -1,0 +1,304 @@
+"""Audit events: validate a batch, COPY it in, keep daily partitions and retention.
+
+Ingest is idempotent: a batch is COPYed (binary) into a per-connection staging table and moved
+with ``INSERT ... ON CONFLICT (time, event_id) DO NOTHING``, so a batch retried after a lost
+reply or a dropped connection adds nothing twice. ``audit_events`` is partitioned by UTC day;
+``maintain_partitions`` creates the days ahead and drops the days past retention, and ingest
+creates a missing day on demand. Events older than retention are not stored (they would be
+dropped at the next maintenance), and neither are events dated beyond the partitions ahead.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+from corral.store.errors import TRANSIENT_ERRORS, InvalidInputError, StoreUnavailableError
+
+PARTITION_LOCK_KEY = 0x636F7272616C_02
+"""Advisory lock key serialising partition creation and removal across replicas."""
+
+COLUMNS = (
+    "time",
+    "event_id",
+    "request_id",
+    "user_subject",
+    "groups",
+    "client_name",
+    "client_version",
+    "namespace",
+    "server",
+    "method",
+    "target",
+    "decision",
+    "rule",
+    "filter_verdicts",
+    "outcome",
+    "status",
+    "latency_ms",
+    "session_id",
+    "arguments",
+    "result",
+)
+"""Stored columns in COPY order; ``user_subject`` is the event's ``user``."""
+
+Record = tuple[Any, ...]
+
+_PARTITION_NAME = re.compile(r"^audit_events_p(\d{8})$")
+_DECISIONS = frozenset({"allow", "deny"})
+_STAGING = "audit_events_staging"
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """Retention in whole UTC days, and how many days of partitions to keep ready ahead."""
+
+    retention_days: int = 30
+    days_ahead: int = 3
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """Counts from one batch: newly stored, already present, and outside the stored window."""
+
+    stored: int
+    duplicates: int
+    out_of_window: int
+
+
+# --- validation (pure) ----------------------------------------------------------------------
+
+
+def _text(event: Mapping[str, Any], name: str) -> str | None:
+    value = event.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInputError(f"field {name!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _required_text(event: Mapping[str, Any], name: str) -> str:
+    value = _text(event, name)
+    if value is None:
+        raise InvalidInputError(f"field {name!r} is missing")
+    return value
+
+
+def _time(event: Mapping[str, Any]) -> datetime:
+    raw = _required_text(event, "time")
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidInputError(f"field 'time' is not RFC 3339: {raw[:40]!r}") from None
+    if parsed.tzinfo is None:
+        raise InvalidInputError("field 'time' has no UTC offset; end it with 'Z' or '+00:00'")
+    return parsed.astimezone(UTC)
+
+
+def _json(event: Mapping[str, Any], name: str) -> str | None:
+    if name not in event or event[name] is None:
+        return None
+    try:
+        return orjson.dumps(event[name]).decode()
+    except TypeError as error:
+        raise InvalidInputError(f"field {name!r} is not JSON-encodable: {error}") from None
+
+
+def _groups(event: Mapping[str, Any]) -> list[str]:
+    groups = event.get("groups") or []
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise InvalidInputError("field 'groups' must be a list of strings")
+    return groups
+
+
+def _number(event: Mapping[str, Any], name: str, kind: type[int] | type[float]) -> Any:
+    value = event.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(f"field {name!r} must be a number")
+    if kind is int and not isinstance(value, int):
+        raise InvalidInputError(f"field {name!r} must be an integer")
+    return kind(value)
+
+
+def to_record(event: Mapping[str, Any]) -> Record:
+    """One event dict as a row in ``COLUMNS`` order; InvalidInputError names the bad field."""
+    try:
+        event_id = uuid.UUID(_required_text(event, "event_id"))
+    except ValueError:
+        raise InvalidInputError("field 'event_id' is not a UUID") from None
+    decision = _required_text(event, "decision")
+    if decision not in _DECISIONS:
+        raise InvalidInputError(f"field 'decision' must be 'allow' or 'deny', got {decision!r}")
+    return (
+        _time(event),
+        event_id,
+        _text(event, "request_id") or "",
+        _text(event, "user") or "",
+        _groups(event),
+        _text(event, "client_name"),
+        _text(event, "client_version"),
+        _text(event, "namespace") or "",
+        _text(event, "server") or "",
+        _text(event, "method") or "",
+        _text(event, "target"),
+        decision,
+        _text(event, "rule"),
+        _json(event, "filter_verdicts"),
+        _text(event, "outcome") or "",
+        _number(event, "status", int),
+        _number(event, "latency_ms", float),
+        _text(event, "session_id"),
+        _json(event, "arguments"),
+        _json(event, "result"),
+    )
+
+
+def to_records(events: Sequence[Any]) -> list[Record]:
+    """Validate a whole batch before anything is stored; the error names the event's index."""
+    records = []
+    for index, event in enumerate(events):
+        if not isinstance(event, Mapping):
+            raise InvalidInputError(f"events[{index}] is not an object")
+        try:
+            records.append(to_record(event))
+        except InvalidInputError as error:
+            raise InvalidInputError(f"events[{index}]: {error}") from None
+    return records
+
+
+# --- partitions (pure) ----------------------------------------------------------------------
+
+
+def partition_name(day: date) -> str:
+    return f"audit_events_p{day:%Y%m%d}"
+
+
+def partition_day(name: str) -> date | None:
+    match = _PARTITION_NAME.match(name)
+    return None if match is None else datetime.strptime(match[1], "%Y%m%d").date()
+
+
+def stored_window(today: date, settings: AuditSettings) -> tuple[date, date]:
+    """First and last UTC day (inclusive) whose events are kept."""
+    return today - timedelta(days=settings.retention_days - 1), today + timedelta(
+        days=settings.days_ahead
+    )
+
+
+def partitions_to_drop(existing: Iterable[str], today: date, settings: AuditSettings) -> list[str]:
+    first, _ = stored_window(today, settings)
+    return sorted(
+        name for name in existing if (day := partition_day(name)) is not None and day < first
+    )
+
+
+def _create_partition_sql(day: date) -> str:
+    start = f"{day.isoformat()} 00:00:00+00"
+    end = f"{(day + timedelta(days=1)).isoformat()} 00:00:00+00"
+    return (
+        f"CREATE TABLE IF NOT EXISTS {partition_name(day)} PARTITION OF audit_events "
+        f"FOR VALUES FROM ('{start}') TO ('{end}')"
+    )
+
+
+# --- database ----------------------------------------------------------------------------------
+
+
+async def existing_partitions(connection: asyncpg.Connection) -> list[str]:
+    rows = await connection.fetch(
+        """
+        SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'audit_events'::regclass ORDER BY c.relname
+        """
+    )
+    return [row["relname"] for row in rows]
+
+
+async def ensure_partitions(connection: asyncpg.Connection, days: Iterable[date]) -> None:
+    """Create the daily partitions for ``days`` that do not exist yet (safe across replicas)."""
+    wanted = sorted(set(days))
+    if not wanted:
+        return
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", PARTITION_LOCK_KEY)
+        for day in wanted:
+            await connection.execute(_create_partition_sql(day))
+
+
+async def maintain_partitions(
+    connection: asyncpg.Connection, settings: AuditSettings, today: date | None = None
+) -> list[str]:
+    """Create partitions from today to ``days_ahead``; drop those past retention (returned)."""
+    today = today or datetime.now(UTC).date()
+    await ensure_partitions(
+        connection, (today + timedelta(days=n) for n in range(settings.days_ahead + 1))
+    )
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", PARTITION_LOCK_KEY)
+        dropped = partitions_to_drop(await existing_partitions(connection), today, settings)
+        for name in dropped:
+            await connection.execute(f"DROP TABLE IF EXISTS {name}")
+    return dropped
+
+
+class AuditWriter:
+    """Stores batches of audit events; remembers which day partitions it has seen."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, settings: AuditSettings, *, today: date | None = None
+    ) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._today = today
+        self._known_days: set[date] = set()
+
+    async def ingest(self, events: Sequence[Any]) -> IngestResult:
+        """Validate and store ``events``.
+
+        InvalidInputError: nothing was stored. StoreUnavailableError: retry the same batch.
+        """
+        records = to_records(events)
+        first, last = stored_window(self._today or datetime.now(UTC).date(), self._settings)
+        kept = [r for r in records if first <= r[0].date() <= last]
+        if not kept:
+            return IngestResult(0, 0, len(records))
+        try:
+            stored = await self._store(kept)
+        except TRANSIENT_ERRORS as error:
+            raise StoreUnavailableError(
+                f"audit batch not confirmed stored ({error}); retry it"
+            ) from error
+        return IngestResult(stored, len(kept) - stored, len(records) - len(kept))
+
+    async def _store(self, records: list[Record]) -> int:
+        async with self._pool.acquire() as connection:
+            days = {record[0].date() for record in records} - self._known_days
+            if days:
+                await ensure_partitions(connection, days)
+                self._known_days |= days
+            async with connection.transaction():
+                await connection.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} "
+                    "(LIKE audit_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                )
+                await connection.copy_records_to_table(_STAGING, records=records, columns=COLUMNS)
+                names = ", ".join(COLUMNS)
+                status = await connection.execute(
+                    f"INSERT INTO audit_events ({names}) SELECT {names} FROM {_STAGING} "
+                    "ON CONFLICT (time, event_id) DO NOTHING"
+                )
+        return int(status.rsplit(" ", 1)[1])
+
+    def forget_partitions(self) -> None:
+        """Forget known partitions (after maintenance dropped some)."""
+        self._known_days.clear()
