@@ -1,0 +1,171 @@
+"""Who is calling: a bearer token in, a ``Principal`` (or None) out.
+
+Every authenticator keeps the request path free of database calls: the API-key authenticator
+answers from an in-memory cache and asks Postgres only on a miss. A cached answer lives at most
+``ttl`` seconds, which bounds how long a revoked key keeps working on a replica; replicas that
+``listen`` also drop a revoked key the moment Postgres delivers the revocation notice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import asyncpg
+
+from corral.store import api_keys
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller. ``allowed_servers`` None means no per-credential server limit."""
+
+    user: str
+    email: str | None = None
+    groups: tuple[str, ...] = ()
+    client_id: str = ""
+    allowed_servers: frozenset[str] | None = None
+    expires_at: datetime | None = None
+
+    def may_reach(self, namespace: str, server: str) -> bool:
+        """False when this credential is limited away from ``namespace/server``."""
+        return self.allowed_servers is None or f"{namespace}/{server}" in self.allowed_servers
+
+    def expired_at(self, now: datetime) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+
+class Authenticator(Protocol):
+    """Turns a presented bearer token into a principal, or None when it proves nothing."""
+
+    async def authenticate(self, token: str) -> Principal | None: ...
+
+
+def principal_for_key(key: api_keys.ApiKey) -> Principal:
+    """The principal an API key acts as; its client id names the key, never the secret."""
+    return Principal(
+        user=key.user_subject,
+        email=key.user_email,
+        groups=key.groups,
+        client_id=f"apikey:{key.prefix}",
+        allowed_servers=None if key.servers is None else frozenset(key.servers),
+        expires_at=key.expires_at,
+    )
+
+
+@dataclass
+class _Entry:
+    prefix: str
+    principal: Principal | None
+    fresh_until: float
+
+
+class ApiKeyAuthenticator:
+    """Authenticates ``crl_...`` keys against the store, through a short-lived cache.
+
+    Both hits and misses are cached (a miss for a shorter time) so a flood of bad keys reaches
+    Postgres at most once per distinct key per ``negative_ttl``. Expiry is checked on every hit.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        ttl: float = 5.0,
+        negative_ttl: float = 1.0,
+        max_entries: int = 10_000,
+        clock: Clock = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_revoked: Callable[[str], None] | None = None,
+    ) -> None:
+        self._pool = pool
+        self._ttl = ttl
+        self._negative_ttl = negative_ttl
+        self._max_entries = max_entries
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._cache: OrderedDict[bytes, _Entry] = OrderedDict()
+        self._listener: asyncpg.Connection | None = None
+        self._on_revoked = on_revoked
+
+    async def authenticate(self, token: str) -> Principal | None:
+        presented = api_keys.parse_key(token)
+        if presented is None:
+            return None
+        cache_key = presented.prefix.encode() + presented.secret_hash
+        entry = self._cache.get(cache_key)
+        if entry is None or entry.fresh_until <= self._clock():
+            entry = await self._load(cache_key, presented)
+        principal = entry.principal
+        if principal is None or principal.expired_at(self._wall_clock()):
+            return None
+        return principal
+
+    async def _load(self, cache_key: bytes, presented: api_keys.ParsedKey) -> _Entry:
+        async with self._pool.acquire() as connection:
+            key = await api_keys.find_key(connection, presented)
+        usable = key is not None and key.usable_at(self._wall_clock())
+        principal = principal_for_key(key) if key is not None and usable else None
+        ttl = self._ttl if principal is not None else self._negative_ttl
+        entry = _Entry(presented.prefix, principal, self._clock() + ttl)
+        self._cache[cache_key] = entry
+        self._cache.move_to_end(cache_key)
+        while len(self._cache) > self._max_entries:
+            self._cache.popitem(last=False)
+        return entry
+
+    def forget(self, prefix: str) -> None:
+        """Drop every cached answer for the key ``prefix`` (on a revocation notice)."""
+        stale = [k for k, entry in self._cache.items() if entry.prefix == prefix]
+        for cache_key in stale:
+            del self._cache[cache_key]
+
+    async def listen(self, connection: asyncpg.Connection) -> None:
+        """Drop revoked keys as notices arrive on ``connection`` (a dedicated, unpooled one)."""
+        await connection.add_listener(api_keys.REVOCATION_CHANNEL, self._on_notice)
+        self._listener = connection
+
+    async def stop_listening(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            await self._listener.remove_listener(api_keys.REVOCATION_CHANNEL, self._on_notice)
+        self._listener = None
+
+    def _on_notice(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
+        self.forget(payload)
+        if self._on_revoked is not None:
+            self._on_revoked(payload)
+
+
+def _token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class StaticAuthenticator:
+    """A fixed token-to-principal directory for ``corral dev`` and tests; tokens kept hashed."""
+
+    def __init__(self, directory: Mapping[str, Principal]) -> None:
+        self._by_digest = {_token_digest(token): p for token, p in directory.items()}
+
+    async def authenticate(self, token: str) -> Principal | None:
+        return self._by_digest.get(_token_digest(token))
+
+
+class FirstMatchAuthenticator:
+    """Tries authenticators in order; the first principal wins."""
+
+    def __init__(self, authenticators: Iterable[Authenticator]) -> None:
+        self._authenticators = tuple(authenticators)
+
+    async def authenticate(self, token: str) -> Principal | None:
+        for authenticator in self._authenticators:
+            principal = await authenticator.authenticate(token)
+            if principal is not None:
+                return principal
+        return None
