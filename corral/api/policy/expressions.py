@@ -1,0 +1,96 @@
+"""CEL `when` conditions: compiled once, evaluated per request, never granting on error.
+
+Engine: `common-expression-language` (import `cel`), Python bindings over the Rust
+`cel-interpreter`. Chosen over `cel-python` (pure Python) because it is several times faster per
+evaluation (about 10-15 us for a typical rule here, which keeps a `when` affordable on the
+per-request path), compiles once into a reusable `Program`, reports parse errors with positions,
+and is actively released. Both implement the CEL spec's core; neither matches the Kubernetes CEL
+extension libraries, which policies do not need.
+
+Rule: an expression that fails to compile or to evaluate, or evaluates to something other than a
+bool, is an error. Callers decide what an error means (a Deny fails closed, an Allow does not
+match); this module only reports it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cel
+
+VARIABLES = frozenset({"user", "server", "method", "tool", "resource", "prompt", "args"})
+_TYPE_NAMES = frozenset(
+    {"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type", "dyn"}
+)
+_FUNCTIONS = frozenset(
+    {
+        "size", "type", "int", "uint", "double", "string", "bytes", "bool", "dyn", "has",
+        "matches", "contains", "startsWith", "endsWith", "exists", "all", "exists_one", "map",
+        "filter", "timestamp", "duration", "max", "min", "in",
+        "getDate", "getDayOfMonth", "getDayOfWeek", "getDayOfYear", "getFullYear", "getHours",
+        "getMilliseconds", "getMinutes", "getMonth", "getSeconds",
+    }
+)  # fmt: skip
+_MACRO_VARIABLE = r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*{name}\s*,"
+
+
+class CelError(Exception):
+    """A `when` expression failed to compile or to evaluate."""
+
+
+def _unknown_names(program: Any, source: str) -> list[str]:
+    problems = []
+    for name in program.variables():
+        if name in VARIABLES or name in _TYPE_NAMES:
+            continue
+        if re.search(_MACRO_VARIABLE.format(name=re.escape(name)), source):
+            continue
+        problems.append(f"unknown variable {name!r} (use one of {', '.join(sorted(VARIABLES))})")
+    for name in program.functions():
+        if name[:1] in "_!@" or name in _FUNCTIONS:
+            continue
+        problems.append(f"unknown function {name!r}")
+    return problems
+
+
+@dataclass(frozen=True)
+class When:
+    """A compiled `when` condition."""
+
+    source: str
+    program: Any
+    uses_args: bool
+
+    @classmethod
+    def compile(cls, source: str) -> When:
+        """Compile `source`; raise CelError naming the problem when it is not a valid condition."""
+        try:
+            program = cel.compile(source)
+        except Exception as error:  # the binding raises ValueError and others
+            raise CelError(f"does not compile: {error}") from error
+        problems = _unknown_names(program, source)
+        if problems:
+            raise CelError("; ".join(problems))
+        return cls(source=source, program=program, uses_args="args" in program.variables())
+
+    def evaluate(self, activation: Mapping[str, Any]) -> bool:
+        """The condition's value; CelError when evaluation fails or the value is not a bool."""
+        try:
+            value = self.program.execute(activation)
+        except Exception as error:  # missing keys, type errors, division by zero, ...
+            raise CelError(f"{type(error).__name__}: {error}") from error
+        if not isinstance(value, bool):
+            raise CelError(f"evaluated to {type(value).__name__}, not bool")
+        return value
+
+
+def compile_problems(source: str) -> list[str]:
+    """Why `source` is not a valid `when` condition (empty when it is)."""
+    try:
+        When.compile(source)
+    except CelError as error:
+        return [str(error)]
+    return []
