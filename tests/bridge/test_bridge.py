@@ -1,0 +1,187 @@
+"""`corral bridge` in front of real stdio servers, driven by the official SDK client."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import mcp_types as types
+import pytest
+
+from tests.fixtures.processes import RunningProcess
+from tests.fixtures.shim import sdk_session
+
+StartBridge = Callable[[Sequence[str]], tuple[RunningProcess, str]]
+
+
+def children_of(pid: int) -> set[int]:
+    """Direct children of a process, from /proc."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.update(int(child) for child in text)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.05)
+
+
+async def test_everything_tools_resources_prompts(
+    bridge_process: StartBridge, everything_stdio_command: list[str]
+) -> None:
+    _, url = bridge_process(everything_stdio_command)
+    async with sdk_session(url) as session:
+        tools = {tool.name for tool in (await session.list_tools()).tools}
+        assert {"echo", "get-sum", "get-env"} <= tools
+        echoed = await session.call_tool("echo", {"message": "through the bridge"})
+        assert echoed.content[0].text == "Echo: through the bridge"  # type: ignore[union-attr]
+        resources = (await session.list_resources()).resources
+        read = await session.read_resource(str(resources[0].uri))
+        assert read.contents
+        prompt = await session.get_prompt("args-prompt", {"city": "Oslo"})
+        assert "Oslo" in str(prompt.messages[0].content)
+
+
+async def test_progress_notifications_reach_the_caller(
+    bridge_process: StartBridge, everything_stdio_command: list[str]
+) -> None:
+    _, url = bridge_process(everything_stdio_command)
+    seen: list[float] = []
+
+    async def progress(value: float, total: float | None, message: str | None) -> None:
+        seen.append(value)
+
+    async with sdk_session(url) as session:
+        result = await session.call_tool(
+            "trigger-long-running-operation",
+            {"duration": 0.3, "steps": 3},
+            progress_callback=progress,
+        )
+        assert not result.is_error
+    assert seen == [1, 2, 3]
+
+
+async def test_sampling_and_elicitation_round_trips(
+    bridge_process: StartBridge, everything_stdio_command: list[str]
+) -> None:
+    _, url = bridge_process(everything_stdio_command)
+    prompts: list[str] = []
+
+    async def sampling(context: Any, params: types.CreateMessageRequestParams) -> Any:
+        prompts.append(str(params.messages[0].content))
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text="sampled"), model="m"
+        )
+
+    async def elicitation(context: Any, params: types.ElicitRequestParams) -> Any:
+        return types.ElicitResult(action="decline")
+
+    async with sdk_session(url, sampling_callback=sampling, elicitation_callback=elicitation) as s:
+        sampled = await s.call_tool("trigger-sampling-request", {"prompt": "hello there"})
+        assert "sampled" in str(sampled.content)
+        assert "hello there" in prompts[0]
+        elicited = await s.call_tool("trigger-elicitation-request", {})
+        assert "decline" in str(elicited.content)
+
+
+async def test_sessions_get_their_own_processes_and_messages(
+    bridge_process: StartBridge, everything_stdio_command: list[str]
+) -> None:
+    process, url = bridge_process(everything_stdio_command)
+    seen: dict[str, list[str]] = {"a": [], "b": []}
+
+    def sampler(name: str) -> Any:
+        async def sampling(context: Any, params: types.CreateMessageRequestParams) -> Any:
+            seen[name].append(str(params.messages[0].content))
+            return types.CreateMessageResult(
+                role="assistant", content=types.TextContent(type="text", text=name), model="m"
+            )
+
+        return sampling
+
+    async with (
+        sdk_session(url, sampling_callback=sampler("a")) as a,
+        sdk_session(url, sampling_callback=sampler("b")) as b,
+    ):
+        assert len(children_of(process.pid)) == 2
+        results = await asyncio.gather(
+            a.call_tool("trigger-sampling-request", {"prompt": "for a"}),
+            b.call_tool("trigger-sampling-request", {"prompt": "for b"}),
+        )
+    assert '"text": "a"' in str(results[0].content[0].text)  # type: ignore[union-attr]
+    assert '"text": "b"' in str(results[1].content[0].text)  # type: ignore[union-attr]
+    assert all("for a" in text for text in seen["a"]) and seen["a"]
+    assert all("for b" in text for text in seen["b"]) and seen["b"]
+    await wait_for(lambda: not children_of(process.pid))
+
+
+async def test_time_server_through_the_bridge(
+    bridge_process: StartBridge, time_stdio_command: list[str]
+) -> None:
+    _, url = bridge_process(time_stdio_command)
+    async with sdk_session(url) as session:
+        names = {tool.name for tool in (await session.list_tools()).tools}
+        assert "get_current_time" in names
+        result = await session.call_tool("get_current_time", {"timezone": "UTC"})
+        assert not result.is_error
+        assert '"timezone": "UTC"' in result.content[0].text  # type: ignore[union-attr]
+
+
+async def test_a_crashed_server_fails_its_session_clearly(
+    bridge_process: StartBridge, everything_stdio_command: list[str]
+) -> None:
+    process, url = bridge_process(everything_stdio_command)
+    async with sdk_session(url) as session:
+        (child,) = children_of(process.pid)
+        call = asyncio.ensure_future(
+            session.call_tool("trigger-long-running-operation", {"duration": 30, "steps": 30})
+        )
+        await asyncio.sleep(0)
+        os.kill(child, signal.SIGKILL)
+        with pytest.raises(Exception, match="exited with code") as info:
+            await call
+        assert info.value is not None
+    async with sdk_session(url) as again:
+        assert (await again.call_tool("echo", {"message": "back"})).content
+
+
+async def test_stopping_the_bridge_ends_every_server_process(
+    bridge_process: StartBridge, everything_stdio_command: list[str]
+) -> None:
+    process, url = bridge_process(everything_stdio_command)
+    async with httpx2.AsyncClient() as http:
+        response = await http.post(
+            url,
+            json={
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "1"},
+                },
+            },
+            headers={"Accept": "application/json, text/event-stream"},
+        )
+        assert response.status_code == 200
+        assert response.headers["mcp-session-id"]
+    (child,) = children_of(process.pid)
+    process.stop()
+    assert not alive(child)
