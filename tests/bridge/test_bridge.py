@@ -36,9 +36,10 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
+async def poll_until(condition: Callable[[], bool], seconds: float = 20.0) -> None:
+    """Poll process state (which has no event to wait on) until it holds, with a deadline."""
+    async with asyncio.timeout(seconds):
+        while not condition():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
 
@@ -126,9 +127,11 @@ async def test_sessions_get_their_own_processes_and_messages(
         )
     assert '"text": "a"' in str(results[0].content[0].text)  # type: ignore[union-attr]
     assert '"text": "b"' in str(results[1].content[0].text)  # type: ignore[union-attr]
-    assert all("for a" in text for text in seen["a"]) and seen["a"]
-    assert all("for b" in text for text in seen["b"]) and seen["b"]
-    await wait_for(lambda: not children_of(process.pid))
+    assert seen["a"]
+    assert seen["b"]
+    assert all("for a" in text for text in seen["a"])
+    assert all("for b" in text for text in seen["b"])
+    await poll_until(lambda: not children_of(process.pid))
 
 
 async def test_time_server_through_the_bridge(
