@@ -1,0 +1,275 @@
+"""Identity assertions: the short-lived ES256 JWT the gateway mints and every shim verifies.
+
+The gateway signs one assertion per forwarded HTTP request (`mint_assertion`); the shim accepts a
+request only with a valid one (`AssertionVerifier.verify`). Only ES256 is accepted: `alg: none`,
+HMAC and every other algorithm are refused before any key is touched. Checked: signature against
+a key from the configured JWKS (several keys at once, for rotation, selected by `kid`), `iss`,
+`aud` (exactly `corral:{namespace}/{server}`), `exp`, `nbf`, `iat`, a lifetime of at most
+`max_lifetime` seconds, and a `jti` not seen before within its lifetime (single use).
+
+Claims: `sub`, `email`, `groups`, `client_id` (the OAuth client or API key the caller used),
+plus `client_name`/`client_version` when the gateway knows them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+
+ASSERTION_HEADER = "Corral-Identity-Assertion"
+"""The HTTP header that carries the assertion from the gateway to the shim."""
+MAX_LIFETIME_SECONDS = 60
+ALGORITHM = "ES256"
+_COORDINATE_BYTES = 32
+
+
+class InvalidAssertionError(Exception):
+    """The assertion is missing, malformed, or fails a check; the message says which."""
+
+
+def audience_for(namespace: str, server: str) -> str:
+    """The audience of assertions for one server."""
+    return f"corral:{namespace}/{server}"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the gateway says is calling, from a verified assertion."""
+
+    subject: str
+    email: str | None
+    groups: tuple[str, ...]
+    client_id: str | None
+    client_name: str | None
+    client_version: str | None
+    jti: str
+    expires_at: int
+    claims: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _b64url_decode(text: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (ValueError, TypeError) as exc:
+        raise InvalidAssertionError("malformed assertion: bad base64url segment") from exc
+
+
+def _int_to_b64(value: int) -> str:
+    return _b64url(value.to_bytes(_COORDINATE_BYTES, "big"))
+
+
+def public_jwk(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> dict[str, str]:
+    """The public JWK of a P-256 key, with its RFC 7638 thumbprint as `kid`."""
+    public = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
+    numbers = public.public_numbers()
+    jwk = {"crv": "P-256", "kty": "EC", "x": _int_to_b64(numbers.x), "y": _int_to_b64(numbers.y)}
+    thumbprint = hashlib.sha256(orjson.dumps(jwk, option=orjson.OPT_SORT_KEYS)).digest()
+    return {**jwk, "kid": _b64url(thumbprint), "alg": ALGORITHM, "use": "sig"}
+
+
+def generate_signing_key() -> ec.EllipticCurvePrivateKey:
+    """A new P-256 private key."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def mint_assertion(
+    signing_key: ec.EllipticCurvePrivateKey,
+    *,
+    issuer: str,
+    audience: str,
+    subject: str,
+    email: str | None = None,
+    groups: Iterable[str] = (),
+    client_id: str | None = None,
+    client_name: str | None = None,
+    client_version: str | None = None,
+    lifetime: int = MAX_LIFETIME_SECONDS,
+    kid: str | None = None,
+    now: float | None = None,
+) -> str:
+    """Sign an assertion (ES256) for one forwarded request."""
+    issued = int(time.time() if now is None else now)
+    header = {"alg": ALGORITHM, "typ": "JWT", "kid": kid or public_jwk(signing_key)["kid"]}
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "aud": audience,
+        "sub": subject,
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + lifetime,
+        "jti": secrets.token_urlsafe(16),
+        "groups": sorted(groups),
+    }
+    optional = {
+        "email": email,
+        "client_id": client_id,
+        "client_name": client_name,
+        "client_version": client_version,
+    }
+    claims.update({key: value for key, value in optional.items() if value is not None})
+    signing_input = f"{_b64url(orjson.dumps(header))}.{_b64url(orjson.dumps(claims))}"
+    der = signing_key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
+    r, s = decode_dss_signature(der)
+    signature = r.to_bytes(_COORDINATE_BYTES, "big") + s.to_bytes(_COORDINATE_BYTES, "big")
+    return f"{signing_input}.{_b64url(signature)}"
+
+
+def _load_jwk(jwk: Mapping[str, Any]) -> ec.EllipticCurvePublicKey:
+    if jwk.get("kty") != "EC" or jwk.get("crv") != "P-256":
+        raise ValueError(f"JWK {jwk.get('kid')!r} is not an EC P-256 key")
+    if jwk.get("alg", ALGORITHM) != ALGORITHM:
+        raise ValueError(f"JWK {jwk.get('kid')!r} is for {jwk.get('alg')}, not {ALGORITHM}")
+    if "d" in jwk:
+        raise ValueError(f"JWK {jwk.get('kid')!r} holds a private key: configure public keys only")
+    x = int.from_bytes(_b64url_decode(str(jwk["x"])), "big")
+    y = int.from_bytes(_b64url_decode(str(jwk["y"])), "big")
+    return ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
+
+
+class AssertionVerifier:
+    """Verifies assertions for one audience against a set of public keys (parsed once)."""
+
+    def __init__(
+        self,
+        jwks: Iterable[Mapping[str, Any]],
+        *,
+        issuer: str,
+        audience: str,
+        max_lifetime: int = MAX_LIFETIME_SECONDS,
+        leeway: int = 5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
+        for jwk in jwks:
+            key = _load_jwk(jwk)
+            self._keys[str(jwk.get("kid") or public_jwk(key)["kid"])] = key
+        if not self._keys:
+            raise ValueError("no verification keys configured: give at least one public JWK")
+        self._issuer = issuer
+        self._audience = audience
+        self._max_lifetime = max_lifetime
+        self._leeway = leeway
+        self._clock = clock
+        self._seen: dict[str, int] = {}
+
+    def verify(self, token: str | None) -> Identity:
+        """The identity in a valid assertion; `InvalidAssertionError` saying why otherwise."""
+        if not token:
+            raise InvalidAssertionError("missing identity assertion")
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise InvalidAssertionError("malformed assertion: expected three segments")
+        header = self._json(parts[0], "header")
+        if header.get("alg") != ALGORITHM:
+            raise InvalidAssertionError(
+                f"assertion algorithm {header.get('alg')!r} refused: only ES256 is accepted"
+            )
+        key = self._keys.get(str(header.get("kid")))
+        if key is None:
+            raise InvalidAssertionError(f"assertion signed with unknown key {header.get('kid')!r}")
+        self._check_signature(key, parts)
+        claims = self._json(parts[1], "claims")
+        self._check_claims(claims)
+        return self._identity(claims)
+
+    @staticmethod
+    def _json(segment: str, what: str) -> dict[str, Any]:
+        try:
+            value = orjson.loads(_b64url_decode(segment))
+        except orjson.JSONDecodeError as exc:
+            raise InvalidAssertionError(f"malformed assertion {what}: not JSON") from exc
+        if not isinstance(value, dict):
+            raise InvalidAssertionError(f"malformed assertion {what}: not an object")
+        return value
+
+    @staticmethod
+    def _check_signature(key: ec.EllipticCurvePublicKey, parts: list[str]) -> None:
+        signature = _b64url_decode(parts[2])
+        if len(signature) != 2 * _COORDINATE_BYTES:
+            raise InvalidAssertionError("bad assertion signature length")
+        r = int.from_bytes(signature[:_COORDINATE_BYTES], "big")
+        s = int.from_bytes(signature[_COORDINATE_BYTES:], "big")
+        try:
+            key.verify(
+                encode_dss_signature(r, s),
+                f"{parts[0]}.{parts[1]}".encode(),
+                ec.ECDSA(hashes.SHA256()),
+            )
+        except InvalidSignature:
+            raise InvalidAssertionError("assertion signature does not verify") from None
+
+    def _check_claims(self, claims: Mapping[str, Any]) -> None:
+        now = int(self._clock())
+        if claims.get("iss") != self._issuer:
+            raise InvalidAssertionError(f"assertion issuer {claims.get('iss')!r} is not trusted")
+        audience = claims.get("aud")
+        audiences = audience if isinstance(audience, list) else [audience]
+        if audiences != [self._audience]:
+            raise InvalidAssertionError(
+                f"assertion audience {audience!r} is not this server ({self._audience})"
+            )
+        times = {name: claims.get(name) for name in ("exp", "nbf", "iat")}
+        if not all(isinstance(value, int) for value in times.values()):
+            raise InvalidAssertionError("assertion needs integer exp, nbf and iat claims")
+        exp, nbf, iat = int(claims["exp"]), int(claims["nbf"]), int(claims["iat"])
+        if exp <= now - self._leeway:
+            raise InvalidAssertionError("assertion expired")
+        if nbf > now + self._leeway or iat > now + self._leeway:
+            raise InvalidAssertionError("assertion not valid yet")
+        if exp - min(iat, nbf) > self._max_lifetime:
+            raise InvalidAssertionError(
+                f"assertion lifetime exceeds {self._max_lifetime}s: the gateway must mint "
+                "short-lived assertions"
+            )
+        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+            raise InvalidAssertionError("assertion has no subject")
+        self._check_jti(claims.get("jti"), exp, now)
+
+    def _check_jti(self, jti: Any, exp: int, now: int) -> None:
+        if not isinstance(jti, str) or not jti:
+            raise InvalidAssertionError("assertion has no jti")
+        if len(self._seen) > 10_000:
+            self._seen = {key: until for key, until in self._seen.items() if until >= now}
+        if self._seen.get(jti, -1) >= now - self._leeway:
+            raise InvalidAssertionError("assertion replayed: each jti is accepted once")
+        self._seen[jti] = exp + self._leeway
+
+    @staticmethod
+    def _identity(claims: Mapping[str, Any]) -> Identity:
+        groups = claims.get("groups") or []
+        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+            raise InvalidAssertionError("assertion groups must be a list of strings")
+
+        def text(name: str) -> str | None:
+            value = claims.get(name)
+            return value if isinstance(value, str) else None
+
+        return Identity(
+            subject=claims["sub"],
+            email=text("email"),
+            groups=tuple(groups),
+            client_id=text("client_id"),
+            client_name=text("client_name"),
+            client_version=text("client_version"),
+            jti=claims["jti"],
+            expires_at=int(claims["exp"]),
+            claims=dict(claims),
+        )
