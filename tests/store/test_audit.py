@@ -1,0 +1,240 @@
+"""Audit store: idempotent batched ingest, filtered keyset queries, export, retention, bodies."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+
+from corral.store import audit, audit_query
+from corral.store.audit import AuditSettings, AuditWriter
+from corral.store.audit_query import AuditQuery
+from corral.store.errors import InvalidInputError
+
+TODAY = date(2026, 11, 23)
+START = datetime(2026, 11, 22, 23, 0, tzinfo=UTC)
+
+
+def make_event(n: int, **overrides: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "time": audit_query.format_time(START + timedelta(seconds=n * 7, microseconds=n)),
+        "event_id": str(uuid.uuid4()),
+        "request_id": f"req-{n}",
+        "user": ("ada", "bob")[n % 2],
+        "groups": ["eng"] if n % 2 == 0 else [],
+        "client_name": "claude",
+        "client_version": "1.2.3",
+        "namespace": "tools",
+        "server": ("time", "git")[n % 3 == 0],
+        "method": "tools/call" if n % 4 else "tools/list",
+        "target": f"tool-{n % 5}",
+        "decision": "deny" if n % 6 == 0 else "allow",
+        "rule": "ap/default#0",
+        "filter_verdicts": [{"filter": "pii", "verdict": "pass"}],
+        "outcome": "error" if n % 7 == 0 else "ok",
+        "status": 200,
+        "latency_ms": 1.5 + n,
+        "session_id": "s-1",
+        "arguments": {"n": n, "text": "héllo"},
+        "result": {"content": [{"type": "text", "text": str(n)}]},
+    }
+    event.update(overrides)
+    return event
+
+
+def stored_fields(event: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in event.items() if k != "received_at"}
+
+
+@pytest.fixture
+def writer(store_pool: asyncpg.Pool) -> AuditWriter:
+    return AuditWriter(store_pool, AuditSettings(retention_days=7, days_ahead=2), today=TODAY)
+
+
+async def read_all(pool: asyncpg.Pool, query: AuditQuery, *, auditor: bool = True) -> list[Any]:
+    pages = []
+    async with pool.acquire() as connection:
+        while True:
+            page = await audit_query.query_events(connection, query, auditor=auditor)
+            pages.append(page.events)
+            if page.next_cursor is None:
+                return pages
+            query = AuditQuery(**{**query.__dict__, "cursor": page.next_cursor})
+
+
+async def test_ingested_events_come_back_exactly_in_order_across_pages(
+    store_pool: asyncpg.Pool, writer: AuditWriter
+) -> None:
+    events = [make_event(n) for n in range(25)]
+    result = await writer.ingest(events[::-1])
+    assert (result.stored, result.duplicates, result.out_of_window) == (25, 0, 0)
+
+    pages = await read_all(store_pool, AuditQuery(order="asc", limit=10))
+    assert [len(p) for p in pages] == [10, 10, 5]
+    assert [stored_fields(e) for p in pages for e in p] == events
+
+    newest_first = await read_all(store_pool, AuditQuery(order="desc", limit=7))
+    assert [stored_fields(e) for p in newest_first for e in p] == events[::-1]
+
+
+async def test_events_with_the_same_time_page_stably_by_event_id(
+    store_pool: asyncpg.Pool, writer: AuditWriter
+) -> None:
+    same = audit_query.format_time(START)
+    events = [make_event(n, time=same) for n in range(9)]
+    await writer.ingest(events)
+    pages = await read_all(store_pool, AuditQuery(order="asc", limit=2))
+    ids = [e["event_id"] for p in pages for e in p]
+    assert ids == sorted((e["event_id"] for e in events), key=uuid.UUID)
+
+
+async def test_a_retried_batch_is_not_duplicated(
+    store_pool: asyncpg.Pool, writer: AuditWriter
+) -> None:
+    events = [make_event(n) for n in range(10)]
+    await writer.ingest(events)
+    again = await writer.ingest([*events, events[0], make_event(99)])
+    assert (again.stored, again.duplicates) == (1, 11)
+    async with store_pool.acquire() as connection:
+        assert await connection.fetchval("SELECT count(*) FROM audit_events") == 11
+
+
+async def test_a_bad_event_rejects_the_whole_batch(
+    store_pool: asyncpg.Pool, writer: AuditWriter
+) -> None:
+    bad = make_event(1, decision="maybe")
+    with pytest.raises(InvalidInputError, match=r"events\[1\]: field 'decision'"):
+        await writer.ingest([make_event(0), bad])
+    with pytest.raises(InvalidInputError, match="no UTC offset"):
+        await writer.ingest([make_event(0, time="2026-11-23T00:00:00")])
+    with pytest.raises(InvalidInputError, match="event_id"):
+        await writer.ingest([make_event(0, event_id="nope")])
+    async with store_pool.acquire() as connection:
+        assert await connection.fetchval("SELECT count(*) FROM audit_events") == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("user", "ada"),
+        ("server", "git"),
+        ("method", "tools/list"),
+        ("target", "tool-3"),
+        ("decision", "deny"),
+        ("outcome", "error"),
+    ],
+)
+async def test_filters_select_exactly_the_matching_events(
+    store_pool: asyncpg.Pool, writer: AuditWriter, field: str, value: str
+) -> None:
+    events = [make_event(n) for n in range(30)]
+    await writer.ingest(events)
+    pages = await read_all(store_pool, AuditQuery(order="asc", limit=4, **{field: value}))
+    got = [stored_fields(e) for p in pages for e in p]
+    assert got == [e for e in events if e[field] == value]
+    assert got
+
+
+async def test_time_range_is_half_open(store_pool: asyncpg.Pool, writer: AuditWriter) -> None:
+    events = [make_event(n) for n in range(10)]
+    await writer.ingest(events)
+    since = datetime.fromisoformat(events[2]["time"])
+    until = datetime.fromisoformat(events[6]["time"])
+    (page,) = await read_all(store_pool, AuditQuery(since=since, until=until, order="asc"))
+    assert [e["event_id"] for e in page] == [e["event_id"] for e in events[2:6]]
+
+
+async def test_bodies_are_only_shown_to_auditors(
+    store_pool: asyncpg.Pool, writer: AuditWriter
+) -> None:
+    await writer.ingest([make_event(1)])
+    (plain,) = await read_all(store_pool, AuditQuery(), auditor=False)
+    (full,) = await read_all(store_pool, AuditQuery(), auditor=True)
+    assert "arguments" not in plain[0]
+    assert "result" not in plain[0]
+    assert full[0]["arguments"] == {"n": 1, "text": "héllo"}
+    assert plain[0] == {k: v for k, v in full[0].items() if k not in ("arguments", "result")}
+
+
+def test_visible_event_strips_bodies_without_touching_the_input() -> None:
+    event = make_event(1)
+    assert set(audit_query.visible_event(event, auditor=False)) == set(event) - {
+        "arguments",
+        "result",
+    }
+    assert audit_query.visible_event(event, auditor=True) == event
+    assert "arguments" in event
+
+
+async def test_export_as_jsonl_and_csv_matches_the_stored_events(
+    store_pool: asyncpg.Pool, writer: AuditWriter
+) -> None:
+    events = [make_event(n) for n in range(12)]
+    await writer.ingest(events)
+    query = AuditQuery(order="asc")
+    exported = [
+        e async for e in audit_query.iterate_events(store_pool, query, auditor=True, page_size=5)
+    ]
+    assert [stored_fields(e) for e in exported] == events
+
+    jsonl = b"".join(audit_query.jsonl_line(e) for e in exported)
+    assert [orjson.loads(line) for line in jsonl.splitlines()] == exported
+
+    text = audit_query.csv_header() + "".join(audit_query.csv_line(e) for e in exported)
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [row["event_id"] for row in rows] == [e["event_id"] for e in events]
+    assert orjson.loads(rows[3]["arguments"]) == events[3]["arguments"]
+    assert orjson.loads(rows[3]["groups"]) == events[3]["groups"]
+    assert rows[3]["latency_ms"] == str(events[3]["latency_ms"])
+
+
+async def test_a_bad_cursor_or_limit_is_a_clear_error(store_pool: asyncpg.Pool) -> None:
+    async with store_pool.acquire() as connection:
+        with pytest.raises(InvalidInputError, match="cursor"):
+            await audit_query.query_events(connection, AuditQuery(cursor="!!"), auditor=True)
+        with pytest.raises(InvalidInputError, match="limit"):
+            await audit_query.query_events(connection, AuditQuery(limit=0), auditor=True)
+
+
+async def test_retention_drops_old_partitions_and_their_events(
+    store_pool: asyncpg.Pool, writer: AuditWriter
+) -> None:
+    old = make_event(1, time="2026-11-17T12:00:00Z")
+    recent = make_event(2, time="2026-11-23T12:00:00Z")
+    await writer.ingest([old, recent])
+    settings = AuditSettings(retention_days=7, days_ahead=2)
+    async with store_pool.acquire() as connection:
+        dropped = await audit.maintain_partitions(connection, settings, today=date(2026, 11, 24))
+        partitions = await audit.existing_partitions(connection)
+        ids = [r["event_id"] for r in await connection.fetch("SELECT event_id FROM audit_events")]
+    assert dropped == ["audit_events_p20261117"]
+    assert "audit_events_p20261126" in partitions
+    assert "audit_events_p20261117" not in partitions
+    assert [str(i) for i in ids] == [recent["event_id"]]
+
+
+async def test_events_outside_the_window_are_counted_not_stored(
+    store_pool: asyncpg.Pool, writer: AuditWriter
+) -> None:
+    too_old = make_event(1, time="2026-11-01T00:00:00Z")
+    too_new = make_event(2, time="2026-12-25T00:00:00Z")
+    result = await writer.ingest([too_old, too_new, make_event(3)])
+    assert (result.stored, result.out_of_window) == (1, 2)
+    async with store_pool.acquire() as connection:
+        assert await audit.existing_partitions(connection) == [
+            "audit_events_p20261122",
+        ]
+
+
+def test_partitions_to_drop_is_pure_and_ignores_foreign_tables() -> None:
+    names = ["audit_events_p20261101", "audit_events_p20261120", "audit_events_default", "x"]
+    settings = AuditSettings(retention_days=5)
+    assert audit.partitions_to_drop(names, date(2026, 11, 24), settings) == [
+        "audit_events_p20261101",
+    ]
