@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from corral import __version__
+from corral.api.commands import crds
 from corral.bridge.command import bridge
+from corral.gateway.apikey_command import apikey
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,7 +16,9 @@ def cli() -> None:
     """Corral: run and govern MCP servers on Kubernetes."""
 
 
+cli.add_command(apikey)
 cli.add_command(bridge)
+cli.add_command(crds)
 
 
 def main() -> None:
