@@ -12,4 +12,5 @@ pytest_plugins = [
     "tests.fixtures.store",
     "tests.fixtures.mcp_servers",
     "tests.fixtures.moto_server",
+    "tests.fixtures.shim",
 ]
