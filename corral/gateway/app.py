@@ -1,0 +1,156 @@
+"""The gateway's aiohttp application: ``create_app(settings)``, one route table, resources in
+``cleanup_ctx``.
+
+At startup a replica opens its pool, applies migrations (the advisory lock makes that safe with
+many replicas), prepares audit partitions, builds its authenticators and starts listening for
+key revocations; a background task keeps partitions and retention current. Nothing here routes
+MCP traffic yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import orjson
+from aiohttp import web
+
+from corral.gateway import apikeys_api, audit_api
+from corral.gateway.appkeys import (
+    API_KEY_AUTHENTICATOR,
+    API_RESOURCE,
+    AUDIT_WRITER,
+    AUTHENTICATOR,
+    POOL,
+    SETTINGS,
+    SHIM_TOKENS,
+)
+from corral.gateway.authn import (
+    ApiKeyAuthenticator,
+    Authenticator,
+    FirstMatchAuthenticator,
+    StaticAuthenticator,
+)
+from corral.gateway.bearer import METADATA_PREFIX, TokenDirectory
+from corral.gateway.settings import GatewaySettings
+from corral.store.audit import AuditWriter, maintain_partitions
+from corral.store.errors import TRANSIENT_ERRORS
+from corral.store.migrations import apply_migrations
+from corral.store.pools import connect, create_pool
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: GatewaySettings) -> web.Application:
+    """A gateway application; run it with ``web.run_app`` or an ``AppRunner``."""
+    app = web.Application(client_max_size=settings.max_ingest_bytes)
+    app[SETTINGS] = settings
+    app[SHIM_TOKENS] = TokenDirectory(settings.shim_tokens)
+    app.cleanup_ctx.extend([_database, _authentication, _maintenance])
+    app.router.add_routes(
+        [
+            web.get("/healthz", healthz),
+            web.get("/readyz", readyz),
+            web.get(METADATA_PREFIX + API_RESOURCE, api_resource_metadata),
+            web.post("/api/audit/ingest", audit_api.ingest_audit),
+            web.get("/api/audit", audit_api.query_audit),
+            web.get("/api/audit/export", audit_api.export_audit),
+            web.post("/api/apikeys", apikeys_api.create_api_key),
+            web.get("/api/apikeys", apikeys_api.list_api_keys),
+            web.delete("/api/apikeys/{prefix}", apikeys_api.revoke_api_key),
+        ]
+    )
+    return app
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: the database answers within ``readiness_timeout``."""
+    settings = request.app[SETTINGS]
+    try:
+        async with asyncio.timeout(settings.readiness_timeout):
+            async with request.app[POOL].acquire() as connection:
+                await connection.fetchval("SELECT 1")
+    except TRANSIENT_ERRORS as error:
+        return web.json_response(
+            {"status": "unavailable", "reason": f"database: {type(error).__name__}"}, status=503
+        )
+    return web.json_response({"status": "ok"})
+
+
+async def api_resource_metadata(request: web.Request) -> web.Response:
+    """RFC 9728 metadata for the ``/api`` resource."""
+    base = request.app[SETTINGS].public_base_url.rstrip("/")
+    body = {
+        "resource": base + API_RESOURCE,
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Corral gateway API",
+    }
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    pool = await create_pool(settings.database)
+    try:
+        async with pool.acquire() as connection:
+            report = await apply_migrations(connection)
+            await maintain_partitions(connection, settings.audit)
+        log.info("database ready; migrations applied now: %s", list(report.applied) or "none")
+        app[POOL] = pool
+        app[AUDIT_WRITER] = AuditWriter(pool, settings.audit)
+        yield
+    finally:
+        await pool.close()
+
+
+async def _authentication(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    api_keys = ApiKeyAuthenticator(app[POOL], ttl=settings.api_key_cache_ttl)
+    chain: list[Authenticator] = []
+    if settings.static_users:
+        chain.append(StaticAuthenticator(settings.static_users))
+    chain.append(api_keys)
+    app[AUTHENTICATOR] = FirstMatchAuthenticator(chain)
+    app[API_KEY_AUTHENTICATOR] = api_keys
+    listener = None
+    if settings.listen_for_revocations:
+        listener = await connect(settings.database)
+        await api_keys.listen(listener)
+    try:
+        yield
+    finally:
+        await api_keys.stop_listening()
+        if listener is not None:
+            await listener.close()
+
+
+async def _maintenance(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_maintain_forever(app), name="audit-partition-maintenance")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _maintain_forever(app: web.Application) -> None:
+    settings = app[SETTINGS]
+    while True:
+        await asyncio.sleep(settings.maintenance_interval)
+        try:
+            async with app[POOL].acquire() as connection:
+                dropped = await maintain_partitions(connection, settings.audit)
+        except TRANSIENT_ERRORS as error:
+            log.warning("audit partition maintenance failed, retrying later: %s", error)
+            continue
+        if dropped:
+            app[AUDIT_WRITER].forget_partitions()
+            log.info("dropped audit partitions past retention: %s", ", ".join(dropped))

@@ -1,0 +1,238 @@
+"""The gateway app over real HTTP and real Postgres: audit ingest, query, export, keys, 401s."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from corral.gateway.app import create_app
+from corral.gateway.authn import Principal
+from corral.gateway.settings import GatewaySettings
+from corral.store.audit_query import format_time
+from corral.store.pools import PoolSettings
+from tests.fixtures.store import RestartablePostgres
+
+BASE = "https://corral.example"
+SHIM_TOKEN = "shim-token-for-tools-time"
+USERS = {
+    "admin-token": Principal(user="root", groups=("corral-admins",)),
+    "auditor-token": Principal(user="carol", groups=("corral-auditors",)),
+    "ada-token": Principal(user="ada", groups=("eng",)),
+}
+
+
+def settings_for(dsn: str) -> GatewaySettings:
+    return GatewaySettings(
+        database=PoolSettings(dsn, min_size=1, max_size=4),
+        public_base_url=BASE,
+        shim_tokens={SHIM_TOKEN: "tools/time"},
+        static_users=USERS,
+    )
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def make_events(count: int, **overrides: Any) -> list[dict[str, Any]]:
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    return [
+        {
+            "time": format_time(start + timedelta(milliseconds=n)),
+            "event_id": str(uuid.uuid4()),
+            "user": ("ada", "bob")[n % 2],
+            "namespace": "tools",
+            "server": "time",
+            "method": "tools/call",
+            "target": "get_current_time",
+            "decision": "allow",
+            "outcome": "ok",
+            "arguments": {"timezone": "UTC", "n": n},
+            "result": {"content": [{"type": "text", "text": "noon"}]},
+            **overrides,
+        }
+        for n in range(count)
+    ]
+
+
+@pytest.fixture
+async def client(postgres_dsn: str) -> AsyncIterator[TestClient[Any, Any]]:
+    async with TestClient(TestServer(create_app(settings_for(postgres_dsn)))) as client:
+        yield client
+
+
+async def ingest(client: TestClient[Any, Any], events: list[dict[str, Any]]) -> dict[str, Any]:
+    response = await client.post(
+        "/api/audit/ingest", data=orjson.dumps({"events": events}), headers=auth(SHIM_TOKEN)
+    )
+    assert response.status == 200, await response.text()
+    result: dict[str, Any] = await response.json()
+    return result
+
+
+async def test_health_and_readiness(client: TestClient[Any, Any]) -> None:
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/readyz")).status == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "presented"),
+    [
+        ("/api/audit", {}, False),
+        ("/api/audit?access_token=admin-token", {}, False),
+        ("/api/apikeys", {"Authorization": "Basic YWRtaW46YWRtaW4="}, False),
+        ("/api/audit", auth("crl_000000000000_" + "a" * 52), True),
+    ],
+)
+async def test_unauthenticated_api_calls_get_401_naming_resource_metadata(
+    client: TestClient[Any, Any], path: str, headers: dict[str, str], presented: bool
+) -> None:
+    response = await client.get(path, headers=headers)
+    assert response.status == 401
+    challenge = response.headers["WWW-Authenticate"]
+    metadata_url = f"{BASE}/.well-known/oauth-protected-resource/api"
+    assert challenge.startswith(f'Bearer resource_metadata="{metadata_url}"')
+    assert ('error="invalid_token"' in challenge) is presented
+    metadata = await (await client.get("/.well-known/oauth-protected-resource/api")).json()
+    assert metadata["resource"] == f"{BASE}/api"
+
+
+async def test_ingest_needs_the_shim_token_and_its_own_server(
+    client: TestClient[Any, Any],
+) -> None:
+    body = orjson.dumps({"events": make_events(1)})
+    assert (await client.post("/api/audit/ingest", data=body)).status == 401
+    wrong = await client.post("/api/audit/ingest", data=body, headers=auth("ada-token"))
+    assert wrong.status == 401
+    other = orjson.dumps({"events": make_events(1, server="git")})
+    refused = await client.post("/api/audit/ingest", data=other, headers=auth(SHIM_TOKEN))
+    assert refused.status == 403
+    bad = orjson.dumps({"events": make_events(1, decision="perhaps")})
+    invalid = await client.post("/api/audit/ingest", data=bad, headers=auth(SHIM_TOKEN))
+    assert invalid.status == 400
+    assert "decision" in (await invalid.json())["message"]
+    page = await (await client.get("/api/audit", headers=auth("auditor-token"))).json()
+    assert page["events"] == []
+
+
+async def test_a_retried_batch_is_stored_once(client: TestClient[Any, Any]) -> None:
+    events = make_events(20)
+    assert (await ingest(client, events))["stored"] == 20
+    assert await ingest(client, events) == {"stored": 0, "duplicates": 20, "out_of_window": 0}
+
+
+async def test_query_pages_and_views_per_role(client: TestClient[Any, Any]) -> None:
+    events = make_events(15)
+    await ingest(client, events)
+
+    seen: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        query = {"order": "asc", "limit": "4", **({"cursor": cursor} if cursor else {})}
+        response = await client.get("/api/audit", params=query, headers=auth("auditor-token"))
+        page = await response.json()
+        seen += page["events"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [e["event_id"] for e in seen] == [e["event_id"] for e in events]
+    assert seen[0]["arguments"] == events[0]["arguments"]
+
+    admin = await (await client.get("/api/audit", headers=auth("admin-token"))).json()
+    assert len(admin["events"]) == 15
+    assert all("arguments" not in e and "result" not in e for e in admin["events"])
+
+    own = await (await client.get("/api/audit", headers=auth("ada-token"))).json()
+    assert {e["user"] for e in own["events"]} == {"ada"}
+    assert len(own["events"]) == 8
+    assert all("arguments" not in e for e in own["events"])
+    others = await client.get("/api/audit", params={"user": "bob"}, headers=auth("ada-token"))
+    assert others.status == 403
+
+    tool = await client.get(
+        "/api/audit",
+        params={"tool": "nope", "since": "2000-01-01T00:00:00Z"},
+        headers=auth("admin-token"),
+    )
+    assert (await tool.json())["events"] == []
+    bad = await client.get("/api/audit", params={"since": "yesterday"}, headers=auth("admin-token"))
+    assert bad.status == 400
+
+
+async def test_export_streams_jsonl_and_csv(client: TestClient[Any, Any]) -> None:
+    events = make_events(7)
+    await ingest(client, events)
+    params = {"order": "asc"}
+    jsonl = await client.get(
+        "/api/audit/export", params={**params, "format": "jsonl"}, headers=auth("auditor-token")
+    )
+    assert jsonl.headers["Content-Type"].startswith("application/x-ndjson")
+    lines = [orjson.loads(line) for line in (await jsonl.read()).splitlines()]
+    assert [e["event_id"] for e in lines] == [e["event_id"] for e in events]
+    assert lines[2]["arguments"] == events[2]["arguments"]
+
+    plain = await client.get(
+        "/api/audit/export", params={**params, "format": "csv"}, headers=auth("admin-token")
+    )
+    rows = list(csv.DictReader(io.StringIO(await plain.text())))
+    assert [r["event_id"] for r in rows] == [e["event_id"] for e in events]
+    assert "arguments" not in rows[0]
+    unknown = await client.get(
+        "/api/audit/export", params={"format": "xml"}, headers=auth("admin-token")
+    )
+    assert unknown.status == 400
+
+
+async def test_api_key_admin_lifecycle(client: TestClient[Any, Any]) -> None:
+    body = {"user": "dave", "groups": ["eng"], "servers": ["tools/time"], "expires_in_days": 7}
+    forbidden = await client.post("/api/apikeys", json=body, headers=auth("ada-token"))
+    assert forbidden.status == 403
+    created = await client.post("/api/apikeys", json=body, headers=auth("admin-token"))
+    assert created.status == 201
+    record = await created.json()
+    key = record["key"]
+    assert record["servers"] == ["tools/time"]
+
+    as_dave = await client.get("/api/audit", headers=auth(key))
+    assert as_dave.status == 200
+
+    listed = await (await client.get("/api/apikeys", headers=auth("admin-token"))).json()
+    assert [k["prefix"] for k in listed["keys"]] == [record["prefix"]]
+    assert key not in orjson.dumps(listed).decode()
+
+    revoked = await client.delete(f"/api/apikeys/{record['prefix']}", headers=auth("admin-token"))
+    assert revoked.status == 204
+    assert (await client.get("/api/audit", headers=auth(key))).status == 401
+    again = await client.delete(f"/api/apikeys/{record['prefix']}", headers=auth("admin-token"))
+    assert again.status == 404
+    invalid = await client.post(
+        "/api/apikeys", json={"user": "", "groups": "eng"}, headers=auth("admin-token")
+    )
+    assert invalid.status == 400
+
+
+async def test_ingest_answers_503_while_postgres_is_down_and_recovers(
+    restartable_postgres: RestartablePostgres,
+) -> None:
+    app = create_app(settings_for(restartable_postgres.dsn))
+    async with TestClient(TestServer(app)) as client:
+        events = make_events(5)
+        await ingest(client, events[:2])
+        restartable_postgres.stop()
+        down = await client.post(
+            "/api/audit/ingest", data=orjson.dumps({"events": events}), headers=auth(SHIM_TOKEN)
+        )
+        assert down.status == 503
+        assert down.headers["Retry-After"] == "1"
+        assert (await client.get("/readyz")).status == 503
+        restartable_postgres.start()
+        assert await ingest(client, events) == {"stored": 3, "duplicates": 2, "out_of_window": 0}
+        assert (await client.get("/readyz")).status == 200
