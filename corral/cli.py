@@ -8,6 +8,7 @@ from corral import __version__
 from corral.api.commands import crds
 from corral.bridge.command import bridge
 from corral.gateway.apikey_command import apikey
+from corral.shim.command import shim
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,6 +19,7 @@ def cli() -> None:
 
 cli.add_command(apikey)
 cli.add_command(bridge)
+cli.add_command(shim)
 cli.add_command(crds)
 
 

@@ -1,0 +1,131 @@
+"""Audit events: one per MCP message, with payloads per the configured mode and redaction.
+
+Rule: pure construction. `AuditEvent.to_dict` is the wire format the gateway's ingest stores
+(documented in docs/shim.md); payloads are `none` (left out), `metadata` (argument names and
+result size only) or `full` (values, with the configured JSON paths replaced by "[REDACTED]").
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+
+PayloadMode = Literal["none", "metadata", "full"]
+REDACTED = "[REDACTED]"
+
+
+def parse_path(path: str) -> tuple[str, ...]:
+    """A redaction path (`$.arguments.password`, `arguments.*.token`) as its segments."""
+    return tuple(segment for segment in path.removeprefix("$").split(".") if segment)
+
+
+def redact(value: Any, paths: Iterable[Sequence[str]]) -> Any:
+    """A copy of `value` with every path's target replaced by "[REDACTED]"."""
+    result = copy.deepcopy(value)
+    for path in paths:
+        _redact_in(result, list(path))
+    return result
+
+
+def _redact_in(node: Any, path: list[str]) -> None:
+    if not path:
+        return
+    head, rest = path[0], path[1:]
+    if isinstance(node, dict):
+        keys = list(node) if head == "*" else [head] if head in node else []
+        for key in keys:
+            if rest:
+                _redact_in(node[key], rest)
+            else:
+                node[key] = REDACTED
+    elif isinstance(node, list):
+        indexes = range(len(node)) if head == "*" else [int(head)] if head.isdigit() else []
+        for index in indexes:
+            if index < len(node):
+                if rest:
+                    _redact_in(node[index], rest)
+                else:
+                    node[index] = REDACTED
+
+
+def payload(mode: PayloadMode, value: Any, paths: Sequence[Sequence[str]], root: str) -> Any:
+    """A payload as the mode records it; `root` names it in redaction paths (`arguments`)."""
+    if mode == "none" or value is None:
+        return None
+    if mode == "metadata":
+        if isinstance(value, dict):
+            return {"keys": sorted(value), "bytes": len(orjson.dumps(value))}
+        return {"bytes": len(orjson.dumps(value))}
+    return redact({root: value}, paths)[root]
+
+
+@dataclass
+class AuditEvent:
+    """What happened to one MCP message."""
+
+    namespace: str
+    server: str
+    direction: Literal["client", "server"] = "client"
+    method: str | None = None
+    request_id: str | int | None = None
+    session_id: str | None = None
+    user: str | None = None
+    email: str | None = None
+    groups: Sequence[str] = ()
+    client_id: str | None = None
+    client_name: str | None = None
+    client_version: str | None = None
+    target_kind: str | None = None
+    target: str | None = None
+    arguments: Any = None
+    result: Any = None
+    decision: dict[str, Any] | None = None
+    filters: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "ok"
+    error: dict[str, Any] | None = None
+    http_status: int | None = None
+    started: float = field(default_factory=time.monotonic)
+    time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    latency_ms: float | None = None
+
+    def finish(self, status: str, http_status: int | None = None) -> None:
+        self.status = status
+        self.http_status = http_status
+        self.latency_ms = round((time.monotonic() - self.started) * 1000, 3)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event on the wire: camelCase keys, unset fields left out."""
+        data = {
+            "id": self.id,
+            "time": self.time,
+            "namespace": self.namespace,
+            "server": self.server,
+            "direction": self.direction,
+            "method": self.method,
+            "requestId": self.request_id,
+            "sessionId": self.session_id,
+            "user": self.user,
+            "email": self.email,
+            "groups": list(self.groups),
+            "clientId": self.client_id,
+            "clientName": self.client_name,
+            "clientVersion": self.client_version,
+            self.target_kind or "target": self.target,
+            "arguments": self.arguments,
+            "result": self.result,
+            "decision": self.decision,
+            "filters": self.filters or None,
+            "status": self.status,
+            "error": self.error,
+            "httpStatus": self.http_status,
+            "latencyMs": self.latency_ms,
+        }
+        return {key: value for key, value in data.items() if value is not None}

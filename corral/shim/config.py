@@ -1,0 +1,198 @@
+"""The shim's configuration file: one format (YAML or JSON) for the operator's ConfigMap and
+`corral dev`. Documented in docs/shim.md.
+
+Rule: pydantic models only; camelCase keys on the wire, snake_case in Python; unknown keys are
+errors. Secrets are read from files (mounted Secrets) or, for local use, given inline; their
+values never appear in reprs or logs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic.alias_generators import to_camel
+
+from corral.api.policies import AccessPolicy
+from corral.common.assertion import audience_for
+from corral.mcp.jsonrpc import DEFAULT_MAX_BYTES
+
+
+class ConfigModel(BaseModel):
+    """Base of the config models: camelCase keys, no unknown keys, immutable."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class SecretSource(ConfigModel):
+    """A secret given inline (`value`, for local use) or read from a file (`file`)."""
+
+    value: SecretStr | None = None
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.value is None) == (self.file is None):
+            raise ValueError("give exactly one of `value` or `file`")
+        return self
+
+    def read(self) -> str:
+        """The secret's value (from the file, stripped of a trailing newline)."""
+        if self.value is not None:
+            return self.value.get_secret_value()
+        assert self.file is not None
+        return self.file.read_text().rstrip("\n")
+
+
+class ServerIdentity(ConfigModel):
+    """The MCPServer this shim fronts."""
+
+    namespace: str
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    catalog_entry: str | None = None
+
+
+class Listen(ConfigModel):
+    """Where a port listens."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(ge=0, le=65535)
+
+
+class Upstream(ConfigModel):
+    """The MCP server: on localhost (hosted) or a remote URL."""
+
+    url: str
+    timeout_seconds: float = Field(default=300.0, gt=0)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+    max_connections: int = Field(default=100, ge=1)
+
+
+class IdentityConfig(ConfigModel):
+    """How to verify the gateway's identity assertions."""
+
+    issuer: str
+    jwks: list[dict[str, Any]] = Field(min_length=1)
+    max_lifetime_seconds: int = Field(default=60, ge=1, le=60)
+    leeway_seconds: int = Field(default=5, ge=0, le=60)
+
+
+class ToolSubset(ConfigModel):
+    """The server's `tools: {allow, deny}` globs."""
+
+    allow: list[str] | None = None
+    deny: list[str] | None = None
+
+
+class FilterConfig(ConfigModel):
+    """One webhook filter."""
+
+    name: str
+    url: str
+    secret: SecretSource
+    phase: Literal["request", "response", "both"] = "request"
+    methods: list[str] = Field(default_factory=lambda: ["tools/call"])
+    tools: list[str] | None = None
+    mutate: bool = False
+    failure_policy: Literal["Fail", "Ignore"] = "Fail"
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+
+class AuditSink(ConfigModel):
+    """Where audit events go: the gateway's ingest endpoint, or stdout as JSON lines."""
+
+    kind: Literal["http", "stdout"] = "stdout"
+    url: str | None = None
+    token: SecretSource | None = None
+    batch_size: int = Field(default=200, ge=1, le=10_000)
+    flush_interval_seconds: float = Field(default=1.0, gt=0)
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    spool_dir: Path | None = None
+    spool_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+
+    @model_validator(mode="after")
+    def _http_needs_url(self) -> Self:
+        if self.kind == "http" and not self.url:
+            raise ValueError("an http audit sink needs `url`")
+        return self
+
+
+class AuditConfig(ConfigModel):
+    """What audit events carry and where they go."""
+
+    payloads: Literal["none", "metadata", "full"] = "metadata"
+    redact: list[str] = Field(default_factory=list)
+    sink: AuditSink = Field(default_factory=AuditSink)
+
+
+class Limits(ConfigModel):
+    """Request limits."""
+
+    max_message_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1024)
+
+
+class ShimConfig(ConfigModel):
+    """The whole shim configuration."""
+
+    server: ServerIdentity
+    listen: Listen = Field(default_factory=lambda: Listen(port=8080))
+    admin: Listen = Field(default_factory=lambda: Listen(port=9090))
+    path: str = "/mcp"
+    upstream: Upstream
+    identity: IdentityConfig
+    policies: list[AccessPolicy] = Field(default_factory=list)
+    tools: ToolSubset = Field(default_factory=ToolSubset)
+    filters: Annotated[list[FilterConfig], Field(max_length=32)] = Field(default_factory=list)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    limits: Limits = Field(default_factory=Limits)
+    allowed_origins: list[str] = Field(default_factory=list)
+    reload_interval_seconds: float = Field(default=2.0, gt=0)
+
+    @property
+    def audience(self) -> str:
+        """The assertion audience this shim accepts."""
+        return audience_for(self.server.namespace, self.server.name)
+
+
+class ConfigError(Exception):
+    """The configuration file is missing or invalid; the message says where."""
+
+
+def parse_config(text: str | bytes, *, source: str = "config") -> ShimConfig:
+    """Parse YAML or JSON text into a `ShimConfig`."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML or JSON: {exc}") from None
+    try:
+        return ShimConfig.model_validate(data)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_config(path: Path) -> ShimConfig:
+    """Read and parse the configuration file."""
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the shim configuration {path}: {exc}") from None
+    return parse_config(text, source=str(path))
+
+
+def dump_config(config: ShimConfig) -> bytes:
+    """The configuration as JSON (camelCase), secrets included, for writing a config file."""
+    data = config.model_dump(by_alias=True, exclude_none=True, mode="json")
+    for index, filter_config in enumerate(config.filters):
+        if filter_config.secret.value is not None:
+            data["filters"][index]["secret"]["value"] = filter_config.secret.read()
+    token = config.audit.sink.token
+    if token is not None and token.value is not None:
+        data["audit"]["sink"]["token"]["value"] = token.read()
+    return orjson.dumps(data, option=orjson.OPT_INDENT_2)

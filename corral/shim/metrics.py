@@ -1,0 +1,44 @@
+"""The shim's Prometheus metrics, in a registry per application (no process globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass
+class ShimMetrics:
+    """Every metric the shim exports on the admin port's /metrics."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.messages = Counter(
+            "corral_shim_messages", "MCP messages handled", ["method", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "corral_shim_request_seconds", "Time to answer a request", ["method"], registry=r
+        )
+        self.denials = Counter(
+            "corral_shim_denials", "Messages denied by policy", ["method"], registry=r
+        )
+        self.filter_calls = Counter(
+            "corral_shim_filter_calls", "Webhook filter calls", ["filter", "outcome"], registry=r
+        )
+        self.audit_sent = Counter("corral_shim_audit_events_sent", "Events delivered", registry=r)
+        self.audit_spooled = Counter(
+            "corral_shim_audit_events_spooled", "Events written to the spool", registry=r
+        )
+        self.audit_dropped = Counter(
+            "corral_shim_audit_events_dropped",
+            "Events lost because the queue or the spool was full",
+            registry=r,
+        )
+        self.audit_spool_bytes = Gauge(
+            "corral_shim_audit_spool_bytes", "Bytes waiting in the spool", registry=r
+        )
+        self.config_reloads = Counter(
+            "corral_shim_config_reloads", "Configuration reloads", ["outcome"], registry=r
+        )

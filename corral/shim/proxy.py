@@ -1,0 +1,477 @@
+"""The shim's MCP endpoint: verify, parse, authorize, filter, forward, stream back, audit.
+
+Rule: every message from the client passes `_admit` (identity, strict parsing, era headers,
+session ownership, policy, request filters) before a byte goes upstream; every message from the
+server passes `_outbound` (list filtering, response filters) before a byte goes back. Only an
+allowlist of headers crosses in either direction, so the client's credentials and the identity
+assertion never reach the server. Streams are passed on event by event, never buffered whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+
+from corral.common.assertion import ASSERTION_HEADER, Identity, InvalidAssertionError
+from corral.mcp import eras, jsonrpc, sse
+from corral.mcp.jsonrpc import Message, ProtocolError, RequestId
+from corral.mcp.targets import (
+    LIST_METHODS,
+    TargetKind,
+    arguments_of,
+    filter_list_result,
+    target_of,
+    valid_name,
+)
+from corral.shim.audit import AuditEvent, payload
+from corral.shim.runtime import Runtime, ShimState
+
+log = logging.getLogger(__name__)
+
+STATE = web.AppKey("state", ShimState)
+
+REQUEST_HEADERS = frozenset(
+    {
+        "accept",
+        "content-type",
+        "mcp-session-id",
+        "mcp-protocol-version",
+        "last-event-id",
+        "mcp-method",
+        "mcp-name",
+    }
+)
+RESPONSE_HEADERS = frozenset(
+    {"content-type", "mcp-session-id", "mcp-protocol-version", "cache-control", "allow"}
+)
+LOCAL_ORIGINS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+@dataclass
+class Exchange:
+    """One HTTP exchange with the client, and the audit event it produces."""
+
+    state: ShimState
+    runtime: Runtime
+    identity: Identity
+    event: AuditEvent
+    session_id: str | None
+    request: Message | None = None
+    target: tuple[TargetKind, str] | None = None
+    server_events: list[AuditEvent] = field(default_factory=list)
+
+    @property
+    def method(self) -> str | None:
+        return self.request.method if self.request is not None else None
+
+    def context(self) -> dict[str, Any]:
+        """Who and where, as filters see it."""
+        server = self.runtime.config.server
+        return {
+            "server": {"namespace": server.namespace, "name": server.name},
+            "user": {
+                "sub": self.identity.subject,
+                "email": self.identity.email,
+                "groups": list(self.identity.groups),
+            },
+            "client": {"id": self.identity.client_id, "name": self.identity.client_name},
+        }
+
+
+class Refusal(Exception):  # noqa: N818
+    """A client message refused by the shim: the HTTP response to send instead."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def rpc_reply(
+    status: int,
+    code: int,
+    message: str,
+    request_id: RequestId | None = None,
+    data: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """An HTTP response whose body is a JSON-RPC error."""
+    return web.Response(
+        status=status,
+        body=jsonrpc.dumps(jsonrpc.error_response(request_id, code, message, data)),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _start(request: web.Request) -> Exchange:
+    """Verify the identity assertion and open the exchange's audit event."""
+    state = request.app[STATE]
+    runtime = state.runtime
+    server = runtime.config.server
+    event = AuditEvent(namespace=server.namespace, server=server.name)
+    _check_origin(request, runtime)
+    try:
+        identity = runtime.verifier.verify(request.headers.get(ASSERTION_HEADER))
+    except InvalidAssertionError as exc:
+        event.status = "unauthenticated"
+        event.error = {"message": str(exc)}
+        event.finish("unauthenticated", 401)
+        state.shipper.submit(event.to_dict())
+        state.metrics.messages.labels("", "unauthenticated").inc()
+        raise Refusal(rpc_reply(401, jsonrpc.UNAUTHENTICATED, f"unauthenticated: {exc}")) from None
+    event.user = identity.subject
+    event.email = identity.email
+    event.groups = identity.groups
+    event.client_id = identity.client_id
+    event.client_name = identity.client_name
+    event.client_version = identity.client_version
+    session_id = request.headers.get("Mcp-Session-Id")
+    event.session_id = session_id
+    exchange = Exchange(state, runtime, identity, event, session_id)
+    if session_id is not None and not state.owners.owned_by(session_id, identity.subject):
+        _finish(exchange, "refused", 404)
+        raise Refusal(
+            rpc_reply(404, jsonrpc.INVALID_REQUEST, "unknown session: initialize a new one")
+        )
+    return exchange
+
+
+def _check_origin(request: web.Request, runtime: Runtime) -> None:
+    origin = request.headers.get("Origin")
+    if not origin:
+        return
+    if origin in runtime.config.allowed_origins or urlsplit(origin).hostname in LOCAL_ORIGINS:
+        return
+    raise Refusal(rpc_reply(403, jsonrpc.INVALID_REQUEST, f"origin {origin!r} is not allowed"))
+
+
+def _finish(exchange: Exchange, status: str, http_status: int | None) -> None:
+    event = exchange.event
+    event.finish(status, http_status)
+    state = exchange.state
+    state.shipper.submit(event.to_dict())
+    for server_event in exchange.server_events:
+        state.shipper.submit(server_event.to_dict())
+    state.metrics.messages.labels(event.method or "", status).inc()
+    if exchange.request is not None and exchange.request.is_request:
+        state.metrics.latency.labels(event.method or "").observe((event.latency_ms or 0) / 1000)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise ProtocolError(
+            jsonrpc.INVALID_REQUEST,
+            f"message of {request.content_length} bytes exceeds the limit of {limit} bytes",
+            http_status=413,
+        )
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise ProtocolError(
+            jsonrpc.INVALID_REQUEST,
+            f"message exceeds the limit of {limit} bytes",
+            http_status=413,
+        )
+    return body
+
+
+def _refuse(exchange: Exchange, error: ProtocolError, status: str) -> Refusal:
+    exchange.event.error = {"code": error.code, "message": error.message}
+    _finish(exchange, status, error.http_status)
+    return Refusal(rpc_reply(error.http_status, error.code, error.message, error.request_id))
+
+
+async def _admit(request: web.Request, exchange: Exchange) -> bytes:
+    """Everything a client message must pass; returns the body to forward."""
+    runtime = exchange.runtime
+    try:
+        body = await _read_body(request, runtime.config.limits.max_message_bytes)
+        message = jsonrpc.parse_message(body, max_bytes=runtime.config.limits.max_message_bytes)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        if eras.era_of(headers, message) is eras.Era.STATELESS:
+            eras.check_stateless_headers(headers, message)
+    except ProtocolError as error:
+        raise _refuse(exchange, error, "refused") from None
+    exchange.request = message
+    event = exchange.event
+    event.method = message.method
+    event.request_id = message.id
+    if message.method is None:
+        return body
+    target = target_of(message)
+    exchange.target = target
+    mode = runtime.config.audit.payloads
+    if target is not None:
+        event.target_kind, event.target = target[0].value, target[1]
+    event.arguments = payload(
+        mode, message.params.get("arguments"), runtime.redact_paths, "arguments"
+    )
+    if target is not None and target[0] is not TargetKind.RESOURCE and not valid_name(target[1]):
+        bad_name = ProtocolError(
+            jsonrpc.INVALID_PARAMS,
+            f"{target[0].value} name {target[1]!r} has characters MCP names may not use",
+            http_status=200,
+            request_id=message.id,
+        )
+        raise _refuse(exchange, bad_name, "refused")
+    verdict = runtime.authorizer.decide(
+        exchange.identity, message.method, target, arguments_of(message)
+    )
+    event.decision = {
+        "allowed": verdict.allowed,
+        "policy": verdict.policy,
+        "rule": verdict.rule,
+        "reason": verdict.reason,
+    }
+    if not verdict.allowed:
+        exchange.state.metrics.denials.labels(message.method).inc()
+        event.error = {"code": jsonrpc.ACCESS_DENIED, "message": verdict.reason}
+        _finish(exchange, "denied", 200 if message.is_request else 403)
+        raise Refusal(
+            rpc_reply(
+                200 if message.is_request else 403,
+                jsonrpc.ACCESS_DENIED,
+                f"access denied: {verdict.reason}",
+                message.id,
+                verdict.error_data(),
+            )
+        )
+    return await _request_filters(exchange, message, body)
+
+
+async def _request_filters(exchange: Exchange, message: Message, body: bytes) -> bytes:
+    runtime = exchange.runtime
+    assert message.method is not None
+    tool = exchange.target[1] if exchange.target else None
+    if not runtime.filters.selects("request", message.method, tool):
+        return body
+    outcome = await runtime.filters.run(
+        exchange.state.http, "request", message.method, tool, message.body, exchange.context()
+    )
+    exchange.event.filters.extend(v.to_dict() for v in outcome.verdicts)
+    if not outcome.allowed:
+        reason = outcome.reason or "denied by a filter"
+        exchange.event.error = {"code": jsonrpc.FILTER_DENIED, "message": reason}
+        _finish(exchange, "filtered", 200)
+        raise Refusal(rpc_reply(200, jsonrpc.FILTER_DENIED, reason, message.id))
+    if outcome.message is message.body:
+        return body
+    return jsonrpc.dumps(outcome.message)
+
+
+def _forward_headers(request: web.Request, runtime: Runtime) -> dict[str, str]:
+    headers = {
+        name: value
+        for name, value in request.headers.items()
+        if name.lower() in REQUEST_HEADERS or name.lower().startswith("mcp-param-")
+    }
+    headers.update(runtime.config.upstream.headers)
+    return headers
+
+
+def _response_headers(upstream: aiohttp.ClientResponse) -> dict[str, str]:
+    return {k: v for k, v in upstream.headers.items() if k.lower() in RESPONSE_HEADERS}
+
+
+async def handle_post(request: web.Request) -> web.StreamResponse:
+    try:
+        exchange = _start(request)
+        body = await _admit(request, exchange)
+    except Refusal as refusal:
+        return refusal.response
+    message = exchange.request
+    assert message is not None
+    if message.is_request and exchange.session_id is not None and message.method is not None:
+        exchange.state.owners.remember(exchange.session_id, message.id or 0, message.method)
+    return await _relay(request, exchange, "POST", body)
+
+
+async def handle_get(request: web.Request) -> web.StreamResponse:
+    try:
+        exchange = _start(request)
+    except Refusal as refusal:
+        return refusal.response
+    exchange.event.method = "GET stream"
+    return await _relay(request, exchange, "GET", None)
+
+
+async def handle_delete(request: web.Request) -> web.StreamResponse:
+    try:
+        exchange = _start(request)
+    except Refusal as refusal:
+        return refusal.response
+    exchange.event.method = "DELETE session"
+    response = await _relay(request, exchange, "DELETE", None)
+    if exchange.session_id is not None and response.status < 300:
+        exchange.state.owners.forget(exchange.session_id)
+    return response
+
+
+async def _relay(
+    request: web.Request, exchange: Exchange, method: str, body: bytes | None
+) -> web.StreamResponse:
+    runtime = exchange.runtime
+    try:
+        upstream = await exchange.state.http.request(
+            method,
+            runtime.config.upstream.url,
+            data=body,
+            headers=_forward_headers(request, runtime),
+            timeout=runtime.upstream_timeout,
+            allow_redirects=False,
+        )
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("upstream %s unreachable: %s", runtime.config.upstream.url, exc)
+        request_id = exchange.request.id if exchange.request is not None else None
+        exchange.event.error = {"code": jsonrpc.UPSTREAM_UNAVAILABLE, "message": str(exc)}
+        _finish(exchange, "upstream_error", 502)
+        return rpc_reply(
+            502, jsonrpc.UPSTREAM_UNAVAILABLE, "the MCP server is unreachable", request_id
+        )
+    async with upstream:
+        session_id = upstream.headers.get("Mcp-Session-Id")
+        if session_id is not None and exchange.session_id is None:
+            exchange.state.owners.bind(session_id, exchange.identity.subject)
+            exchange.session_id = session_id
+            exchange.event.session_id = session_id
+        content_type = upstream.headers.get("Content-Type", "")
+        if content_type.startswith("text/event-stream"):
+            return await _relay_stream(request, exchange, upstream)
+        return await _relay_whole(exchange, upstream)
+
+
+async def _relay_whole(exchange: Exchange, upstream: aiohttp.ClientResponse) -> web.Response:
+    data = await upstream.read()
+    headers = _response_headers(upstream)
+    if data and upstream.headers.get("Content-Type", "").startswith("application/json"):
+        message = jsonrpc.parse_trusted(data)
+        if message is not None:
+            data = jsonrpc.dumps(await _outbound(exchange, message))
+    status = _status_of(exchange, upstream.status)
+    _finish(exchange, status, upstream.status)
+    return web.Response(status=upstream.status, body=data, headers=headers)
+
+
+def _status_of(exchange: Exchange, http_status: int) -> str:
+    if exchange.event.error is not None:
+        return "error"
+    return "ok" if http_status < 400 else "error"
+
+
+async def _relay_stream(
+    request: web.Request, exchange: Exchange, upstream: aiohttp.ClientResponse
+) -> web.StreamResponse:
+    response = web.StreamResponse(status=upstream.status, headers=_response_headers(upstream))
+    await response.prepare(request)
+    parser = sse.SSEParser()
+    status = "incomplete"
+    try:
+        async for chunk in upstream.content.iter_any():
+            for event in parser.feed(chunk):
+                await response.write(await _outbound_event(exchange, event))
+        status = _status_of(exchange, upstream.status)
+    except (ConnectionResetError, aiohttp.ClientError) as exc:
+        log.info("stream for %s ended early: %s", exchange.event.method, exc)
+    _finish(exchange, status, upstream.status)
+    return response
+
+
+async def _outbound_event(exchange: Exchange, event: sse.SSEEvent) -> bytes:
+    if not event.data:
+        return sse.encode(event)
+    message = jsonrpc.parse_trusted(event.data)
+    if message is None:
+        return sse.encode(event)
+    body = await _outbound(exchange, message)
+    return sse.encode_event(
+        jsonrpc.dumps(body), event_id=event.id, event=event.event, retry=event.retry
+    )
+
+
+async def _outbound(exchange: Exchange, message: Message) -> dict[str, Any]:
+    """A server message on its way to the client: filtered and recorded."""
+    if message.is_request:
+        _record_server_request(exchange, message)
+        return message.body
+    if not message.is_response or message.id is None:
+        return message.body
+    request = exchange.request
+    if request is not None and request.is_request and request.id == message.id:
+        method = request.method
+        body = await _own_response(exchange, message)
+    else:
+        method = exchange.state.owners.method_of(exchange.session_id or "", message.id)
+        body = message.body
+    return _filter_list(exchange, method, body)
+
+
+async def _own_response(exchange: Exchange, message: Message) -> dict[str, Any]:
+    runtime = exchange.runtime
+    event = exchange.event
+    request = exchange.request
+    assert request is not None
+    assert request.method is not None
+    if exchange.session_id is not None:
+        exchange.state.owners.method_of(exchange.session_id, message.id or 0)
+    body = message.body
+    tool = exchange.target[1] if exchange.target else None
+    if runtime.filters.selects("response", request.method, tool):
+        outcome = await runtime.filters.run(
+            exchange.state.http, "response", request.method, tool, body, exchange.context()
+        )
+        event.filters.extend(v.to_dict() for v in outcome.verdicts)
+        if not outcome.allowed:
+            reason = outcome.reason or "denied by a filter"
+            event.error = {"code": jsonrpc.FILTER_DENIED, "message": reason}
+            return jsonrpc.error_response(message.id, jsonrpc.FILTER_DENIED, reason)
+        body = outcome.message
+    if "error" in body:
+        error = body["error"]
+        event.error = {"code": error.get("code"), "message": error.get("message")}
+    else:
+        event.result = payload(
+            runtime.config.audit.payloads, body.get("result"), runtime.redact_paths, "result"
+        )
+    return body
+
+
+def _filter_list(exchange: Exchange, method: str | None, body: dict[str, Any]) -> dict[str, Any]:
+    if method is None or method not in LIST_METHODS or "result" not in body:
+        return body
+    authorizer = exchange.runtime.authorizer
+    identity = exchange.identity
+    filtered = filter_list_result(
+        method, body["result"], lambda kind, name: authorizer.visible(identity, kind, name)
+    )
+    if filtered is None:
+        return body
+    return {**body, "result": filtered[0]}
+
+
+def _record_server_request(exchange: Exchange, message: Message) -> None:
+    base = exchange.event
+    exchange.server_events.append(
+        AuditEvent(
+            namespace=base.namespace,
+            server=base.server,
+            direction="server",
+            method=message.method,
+            request_id=message.id,
+            session_id=exchange.session_id,
+            user=base.user,
+            groups=base.groups,
+            client_id=base.client_id,
+        )
+    )
+
+
+def add_routes(app: web.Application, path: str) -> None:
+    """The MCP endpoint's routes."""
+    app.router.add_post(path, handle_post)
+    app.router.add_get(path, handle_get)
+    app.router.add_delete(path, handle_delete)

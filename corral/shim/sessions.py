@@ -1,0 +1,51 @@
+"""MCP sessions as the shim sees them: each id bound to the user who created it.
+
+Rule: a session id is never authentication. The first user seen with a session id (normally on
+the initialize response) owns it; anyone else gets "unknown session". Request ids in flight are
+remembered per session so a response replayed on a resumed stream is still filtered.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from corral.mcp.jsonrpc import RequestId
+
+
+class SessionOwners:
+    """Session id -> owning subject, and (session, request id) -> method, both bounded."""
+
+    def __init__(self, max_sessions: int = 100_000, max_pending: int = 100_000) -> None:
+        self._owners: OrderedDict[str, str] = OrderedDict()
+        self._pending: OrderedDict[tuple[str, RequestId], str] = OrderedDict()
+        self._max_sessions = max_sessions
+        self._max_pending = max_pending
+
+    def bind(self, session_id: str, subject: str) -> None:
+        self._owners[session_id] = subject
+        self._owners.move_to_end(session_id)
+        while len(self._owners) > self._max_sessions:
+            self._owners.popitem(last=False)
+
+    def owned_by(self, session_id: str, subject: str) -> bool:
+        """Whether `subject` may use the session (binding it on first sight)."""
+        owner = self._owners.get(session_id)
+        if owner is None:
+            self.bind(session_id, subject)
+            return True
+        return owner == subject
+
+    def forget(self, session_id: str) -> None:
+        self._owners.pop(session_id, None)
+
+    def remember(self, session_id: str, request_id: RequestId, method: str) -> None:
+        self._pending[(session_id, request_id)] = method
+        while len(self._pending) > self._max_pending:
+            self._pending.popitem(last=False)
+
+    def method_of(self, session_id: str, request_id: RequestId) -> str | None:
+        """The method of a request in flight (and forget it: its response has come)."""
+        return self._pending.pop((session_id, request_id), None)
+
+    def __len__(self) -> int:
+        return len(self._owners)
