@@ -1,0 +1,148 @@
+"""Audit events: what they carry, and the spool that keeps them through an ingest outage."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from corral.common.assertion import ASSERTION_HEADER
+from tests.fixtures.processes import LOOPBACK, free_port
+from tests.fixtures.shim import RecordingUpstream, ShimHandle
+
+ShimFactory = Callable[..., ShimHandle]
+
+
+class Ingest:
+    """The gateway's ingest endpoint, stoppable and restartable on the same port."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://{LOOPBACK}:{port}/ingest"
+        self.events: list[dict[str, Any]] = []
+        self.tokens: set[str] = set()
+        self.changed = asyncio.Event()
+
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        """Events for tools/call (readiness probes add unauthenticated events too)."""
+        return [event for event in self.events if event.get("method") == "tools/call"]
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.tokens.add(request.headers.get("Authorization", ""))
+        self.events.extend(orjson.loads(await request.read())["events"])
+        self.changed.set()
+        return web.json_response({"accepted": True})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/ingest", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, LOOPBACK, self.port, reuse_address=True).start()
+
+    async def stop(self) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    async def wait_for(self, condition: Callable[[], bool]) -> None:
+        async with asyncio.timeout(60):
+            while not condition():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def call(http: aiohttp.ClientSession, shim: ShimHandle, request_id: int) -> None:
+    body = {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"message": "m", "password": "hunter2"}},
+    }
+    headers = {ASSERTION_HEADER: shim.assertion(), "Accept": "application/json"}
+    async with http.post(shim.url, json=body, headers=headers) as response:
+        assert response.status == 200
+
+
+async def poll_metric(http: aiohttp.ClientSession, shim: ShimHandle, name: str) -> float:
+    """Poll the admin /metrics until the counter is above zero (deadline 30 s)."""
+    async with asyncio.timeout(30):
+        while True:
+            async with http.get(f"{shim.admin_url}/metrics") as response:
+                for line in (await response.text()).splitlines():
+                    if line.startswith(name + " ") and float(line.split()[1]) > 0:
+                        return float(line.split()[1])
+            await asyncio.sleep(0.1)
+
+
+def audit_config(ingest: Ingest, spool: Path, payloads: str = "full") -> dict[str, Any]:
+    return {
+        "payloads": payloads,
+        "redact": ["$.arguments.password"],
+        "sink": {
+            "kind": "http",
+            "url": ingest.url,
+            "token": {"value": "ingest-token"},
+            "batchSize": 5,
+            "flushIntervalSeconds": 0.1,
+            "spoolDir": str(spool),
+        },
+    }
+
+
+async def test_events_carry_who_what_and_redacted_payloads(
+    shim_factory: ShimFactory, recording_upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    ingest = Ingest(free_port())
+    await ingest.start()
+    shim = shim_factory(recording_upstream.url, audit=audit_config(ingest, tmp_path))
+    async with aiohttp.ClientSession() as http:
+        await call(http, shim, 7)
+    await ingest.wait_for(lambda: len(ingest.calls) >= 1)
+    await ingest.stop()
+    (event,) = ingest.calls
+    assert ingest.tokens == {"Bearer ingest-token"}
+    assert event["user"] == "alice"
+    assert event["groups"] == ["dev"]
+    assert event["clientId"] == "tests"
+    assert (event["namespace"], event["server"]) == ("team", "everything")
+    assert (event["method"], event["tool"], event["requestId"]) == ("tools/call", "echo", 7)
+    assert event["arguments"] == {"message": "m", "password": "[REDACTED]"}
+    assert event["result"]["content"][0]["text"] == "ok"
+    assert event["decision"]["allowed"] is True
+    assert event["decision"]["policy"] == "team/everyone"
+    assert event["status"] == "ok"
+    assert event["latencyMs"] >= 0
+
+
+async def test_an_ingest_outage_loses_no_event_and_duplicates_none(
+    shim_factory: ShimFactory, recording_upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    ingest = Ingest(free_port())
+    await ingest.start()
+    shim = shim_factory(recording_upstream.url, audit=audit_config(ingest, tmp_path, "metadata"))
+    async with aiohttp.ClientSession() as http:
+        for request_id in range(1, 11):
+            await call(http, shim, request_id)
+        await ingest.wait_for(lambda: len(ingest.calls) >= 10)
+        await ingest.stop()
+        for request_id in range(11, 41):
+            await call(http, shim, request_id)
+        spooled = await poll_metric(http, shim, "corral_shim_audit_events_spooled_total")
+        await ingest.start()
+        for request_id in range(41, 51):
+            await call(http, shim, request_id)
+    await ingest.wait_for(lambda: len(ingest.calls) >= 50)
+    await ingest.stop()
+    ids = [event["id"] for event in ingest.events]
+    assert len(ids) == len(set(ids))
+    assert sorted(event["requestId"] for event in ingest.calls) == list(range(1, 51))
+    assert spooled > 0
+    assert ingest.calls[-1]["arguments"]["keys"] == ["message", "password"]
+    assert not any(tmp_path.iterdir())  # noqa: ASYNC240
