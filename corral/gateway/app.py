@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import asyncpg
 import orjson
 from aiohttp import web
 
@@ -41,6 +42,8 @@ from corral.store.migrations import apply_migrations
 from corral.store.pools import connect, create_pool
 
 log = logging.getLogger(__name__)
+
+REVOCATION_RECONNECT_DELAY = 1.0
 
 
 def create_app(settings: GatewaySettings) -> web.Application:
@@ -119,16 +122,52 @@ async def _authentication(app: web.Application) -> AsyncIterator[None]:
     chain.append(api_keys)
     app[AUTHENTICATOR] = FirstMatchAuthenticator(chain)
     app[API_KEY_AUTHENTICATOR] = api_keys
-    listener = None
+    task = None
     if settings.listen_for_revocations:
-        listener = await connect(settings.database)
-        await api_keys.listen(listener)
+        task = asyncio.create_task(
+            _listen_for_revocations(settings, api_keys), name="api-key-revocation-listener"
+        )
     try:
         yield
     finally:
-        await api_keys.stop_listening()
-        if listener is not None:
-            await listener.close()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _listen_for_revocations(
+    settings: GatewaySettings, authenticator: ApiKeyAuthenticator
+) -> None:
+    """Keep a LISTEN connection open, reconnecting when Postgres drops it.
+
+    Notices sent while disconnected are lost, so each (re)connection clears the key cache.
+    """
+    while True:
+        try:
+            connection = await connect(settings.database)
+        except TRANSIENT_ERRORS as error:
+            log.warning("revocation listener cannot connect, retrying: %s", error)
+            await asyncio.sleep(REVOCATION_RECONNECT_DELAY)
+            continue
+        try:
+            await _listen_until_lost(connection, authenticator)
+            log.warning("revocation listener lost its connection; reconnecting")
+        except TRANSIENT_ERRORS as error:
+            log.warning("revocation listener failed, reconnecting: %s", error)
+        finally:
+            await authenticator.stop_listening()
+            await connection.close()
+
+
+async def _listen_until_lost(
+    connection: asyncpg.Connection, authenticator: ApiKeyAuthenticator
+) -> None:
+    lost = asyncio.Event()
+    connection.add_termination_listener(lambda _connection: lost.set())
+    await authenticator.listen(connection)
+    authenticator.forget_all()
+    await lost.wait()
 
 
 async def _maintenance(app: web.Application) -> AsyncIterator[None]:

@@ -8,6 +8,7 @@ answers from an in-memory cache and asks Postgres only on a miss. A cached answe
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections import OrderedDict
@@ -93,6 +94,8 @@ class ApiKeyAuthenticator:
         self._wall_clock = wall_clock
         self._cache: OrderedDict[bytes, _Entry] = OrderedDict()
         self._listener: asyncpg.Connection | None = None
+        self.listening = asyncio.Event()
+        """Set while revocation notices are being received."""
         self._on_revoked = on_revoked
 
     async def authenticate(self, token: str) -> Principal | None:
@@ -121,6 +124,10 @@ class ApiKeyAuthenticator:
             self._cache.popitem(last=False)
         return entry
 
+    def forget_all(self) -> None:
+        """Drop every cached answer (after revocation notices may have been missed)."""
+        self._cache.clear()
+
     def forget(self, prefix: str) -> None:
         """Drop every cached answer for the key ``prefix`` (on a revocation notice)."""
         stale = [k for k, entry in self._cache.items() if entry.prefix == prefix]
@@ -131,8 +138,10 @@ class ApiKeyAuthenticator:
         """Drop revoked keys as notices arrive on ``connection`` (a dedicated, unpooled one)."""
         await connection.add_listener(api_keys.REVOCATION_CHANNEL, self._on_notice)
         self._listener = connection
+        self.listening.set()
 
     async def stop_listening(self) -> None:
+        self.listening.clear()
         if self._listener is not None and not self._listener.is_closed():
             await self._listener.remove_listener(api_keys.REVOCATION_CHANNEL, self._on_notice)
         self._listener = None

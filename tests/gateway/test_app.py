@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import itertools
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,10 +17,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from corral.gateway.app import create_app
+from corral.gateway.appkeys import API_KEY_AUTHENTICATOR
 from corral.gateway.authn import Principal
 from corral.gateway.settings import GatewaySettings
+from corral.store import api_keys
 from corral.store.audit_query import format_time
-from corral.store.pools import PoolSettings
+from corral.store.pools import PoolSettings, connect
 from tests.fixtures.store import RestartablePostgres
 
 BASE = "https://corral.example"
@@ -236,3 +241,38 @@ async def test_ingest_answers_503_while_postgres_is_down_and_recovers(
         restartable_postgres.start()
         assert await ingest(client, events) == {"stored": 3, "duplicates": 2, "out_of_window": 0}
         assert (await client.get("/readyz")).status == 200
+
+
+POLL_INTERVAL = 0.05
+
+
+async def until_status(client: TestClient[Any, Any], token: str, status: int) -> None:
+    """Ask GET /api/audit as ``token`` until it answers ``status``; bound it with a timeout."""
+    for _attempt in itertools.count():
+        if (await client.get("/api/audit", headers=auth(token))).status == status:
+            return
+        await asyncio.sleep(POLL_INTERVAL)
+
+
+async def test_revocation_reaches_a_replica_after_postgres_restarts(
+    restartable_postgres: RestartablePostgres,
+) -> None:
+    settings = replace(settings_for(restartable_postgres.dsn), api_key_cache_ttl=3600.0)
+    app = create_app(settings)
+    async with TestClient(TestServer(app)) as client:
+        async with asyncio.timeout(30):
+            await app[API_KEY_AUTHENTICATOR].listening.wait()
+        created = await client.post(
+            "/api/apikeys", json={"user": "dave"}, headers=auth("admin-token")
+        )
+        record = await created.json()
+        assert (await client.get("/api/audit", headers=auth(record["key"]))).status == 200
+        await asyncio.to_thread(restartable_postgres.stop)
+        await asyncio.to_thread(restartable_postgres.start)
+        other_replica = await connect(PoolSettings(restartable_postgres.dsn))
+        try:
+            assert await api_keys.revoke_key(other_replica, record["prefix"])
+        finally:
+            await other_replica.close()
+        async with asyncio.timeout(30):
+            await until_status(client, record["key"], 401)
