@@ -1,0 +1,91 @@
+"""Configuration reload without dropping sessions, and stdio servers through bridge and shim."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import mcp_types as types
+import pytest
+from mcp.shared.exceptions import MCPError
+
+from tests.fixtures.processes import RunningProcess
+from tests.fixtures.shim import NAMESPACE, SERVER, ShimHandle, sdk_session
+
+ShimFactory = Callable[..., ShimHandle]
+StartBridge = Callable[[Sequence[str]], tuple[RunningProcess, str]]
+
+DENY_ECHO = {
+    "metadata": {"name": "tight", "namespace": NAMESPACE},
+    "spec": {
+        "subjects": [{"group": "dev"}],
+        "targets": {"servers": [SERVER]},
+        "rules": [
+            {"name": "use", "effect": "Allow", "methods": ["*"]},
+            {"name": "no-echo", "effect": "Deny", "tools": ["echo"]},
+        ],
+    },
+}
+
+
+async def test_policy_change_applies_to_an_open_session(
+    shim_factory: ShimFactory, everything_http: str
+) -> None:
+    shim = shim_factory(everything_http)
+    async with sdk_session(shim.url, auth=shim.auth()) as session:
+        assert not (await session.call_tool("echo", {"message": "before"})).is_error
+        shim.rewrite(policies=[DENY_ECHO])
+        denial: MCPError | None = None
+        async with asyncio.timeout(30):
+            while denial is None:
+                try:
+                    await session.call_tool("echo", {"message": "after"})
+                except MCPError as error:
+                    denial = error
+                else:
+                    await asyncio.sleep(0.1)
+        assert "tight" in str(denial)
+        names = {tool.name for tool in (await session.list_tools()).tools}
+        assert "echo" not in names
+        assert "get-sum" in names
+
+
+async def test_a_broken_config_keeps_the_running_one(
+    shim_factory: ShimFactory, everything_http: str
+) -> None:
+    shim = shim_factory(everything_http)
+    shim.config_path.write_text("identity: [not, a, mapping")
+    async with sdk_session(shim.url, auth=shim.auth()) as session:
+        assert not (await session.call_tool("echo", {"message": "still"})).is_error
+
+
+@pytest.mark.parametrize("server", ["everything", "time"])
+async def test_stdio_servers_through_bridge_and_shim(
+    shim_factory: ShimFactory,
+    bridge_process: StartBridge,
+    everything_stdio_command: list[str],
+    time_stdio_command: list[str],
+    server: str,
+) -> None:
+    command = everything_stdio_command if server == "everything" else time_stdio_command
+    _, bridge_url = bridge_process(command)
+    shim = shim_factory(bridge_url)
+    seen: list[str] = []
+
+    async def sampling(context: Any, params: types.CreateMessageRequestParams) -> Any:
+        seen.append(str(params.messages[0].content))
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text="ok"), model="m"
+        )
+
+    async with sdk_session(shim.url, auth=shim.auth(), sampling_callback=sampling) as session:
+        names = {tool.name for tool in (await session.list_tools()).tools}
+        if server == "time":
+            result = await session.call_tool("get_current_time", {"timezone": "UTC"})
+            assert '"timezone": "UTC"' in result.content[0].text  # type: ignore[union-attr]
+            return
+        assert "echo" in names
+        sampled = await session.call_tool("trigger-sampling-request", {"prompt": "bridged"})
+        assert not sampled.is_error
+        assert "bridged" in seen[0]
