@@ -26,4 +26,6 @@ def bridge(
     """
     setup_logging(log_level, json_lines=log_json)
     app = create_app(BridgeSettings(argv=command, path=path))
-    web.run_app(app, host=host, port=port, print=None, shutdown_timeout=10.0)
+    web.run_app(
+        app, host=host, port=port, print=None, shutdown_timeout=10.0, handler_cancellation=True
+    )

@@ -121,7 +121,10 @@ async def serve(config_path: Path) -> None:
     """Run both applications until cancelled."""
     config = load_config(config_path)
     app, admin = create_apps(config_path)
-    runners = [web.AppRunner(app, access_log=None), web.AppRunner(admin, access_log=None)]
+    runners = [
+        web.AppRunner(app, access_log=None, handler_cancellation=True),
+        web.AppRunner(admin, access_log=None),
+    ]
     for runner in runners:
         await runner.setup()
     sites = [

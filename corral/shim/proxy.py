@@ -9,6 +9,7 @@ assertion never reach the server. Streams are passed on event by event, never bu
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -377,6 +378,9 @@ async def _relay_stream(
         status = _status_of(exchange, upstream.status)
     except (ConnectionResetError, aiohttp.ClientError) as exc:
         log.info("stream for %s ended early: %s", exchange.event.method, exc)
+    except asyncio.CancelledError:
+        _finish(exchange, "client_closed", upstream.status)
+        raise
     _finish(exchange, status, upstream.status)
     return response
 
