@@ -72,7 +72,8 @@ class ApiKeyAuthenticator:
     """Authenticates ``crl_...`` keys against the store, through a short-lived cache.
 
     Both hits and misses are cached (a miss for a shorter time) so a flood of bad keys reaches
-    Postgres at most once per distinct key per ``negative_ttl``. Expiry is checked on every hit.
+    Postgres at most once per distinct key per ``negative_ttl``. Concurrent misses for the same
+    key share one lookup. Expiry is checked on every hit. ``lookups`` counts database lookups.
     """
 
     def __init__(
@@ -97,6 +98,8 @@ class ApiKeyAuthenticator:
         self.listening = asyncio.Event()
         """Set while revocation notices are being received."""
         self._on_revoked = on_revoked
+        self._loading: dict[bytes, asyncio.Future[_Entry | None]] = {}
+        self.lookups = 0
 
     async def authenticate(self, token: str) -> Principal | None:
         presented = api_keys.parse_key(token)
@@ -105,13 +108,30 @@ class ApiKeyAuthenticator:
         cache_key = presented.prefix.encode() + presented.secret_hash
         entry = self._cache.get(cache_key)
         if entry is None or entry.fresh_until <= self._clock():
-            entry = await self._load(cache_key, presented)
+            entry = await self._load_once(cache_key, presented)
         principal = entry.principal
         if principal is None or principal.expired_at(self._wall_clock()):
             return None
         return principal
 
+    async def _load_once(self, cache_key: bytes, presented: api_keys.ParsedKey) -> _Entry:
+        """Load, or wait for the load already under way; if that one fails, try on our own."""
+        pending = self._loading.get(cache_key)
+        if pending is not None:
+            shared = await asyncio.shield(pending)
+            return shared if shared is not None else await self._load(cache_key, presented)
+        future: asyncio.Future[_Entry | None] = asyncio.get_running_loop().create_future()
+        self._loading[cache_key] = future
+        entry = None
+        try:
+            entry = await self._load(cache_key, presented)
+            return entry
+        finally:
+            del self._loading[cache_key]
+            future.set_result(entry)
+
     async def _load(self, cache_key: bytes, presented: api_keys.ParsedKey) -> _Entry:
+        self.lookups += 1
         async with self._pool.acquire() as connection:
             key = await api_keys.find_key(connection, presented)
         usable = key is not None and key.usable_at(self._wall_clock())

@@ -92,6 +92,18 @@ async def test_cached_answers_need_no_database(postgres_dsn: str, store_pool: as
     assert await authenticator.authenticate(token) is not None
 
 
+async def test_concurrent_misses_for_one_key_share_a_single_lookup(
+    store_pool: asyncpg.Pool,
+) -> None:
+    token = await _create(store_pool)
+    authenticator = ApiKeyAuthenticator(store_pool)
+    principals = await asyncio.gather(*(authenticator.authenticate(token) for _ in range(50)))
+    assert all(p is not None and p.user == "ada" for p in principals)
+    assert authenticator.lookups == 1
+    await authenticator.authenticate(token)
+    assert authenticator.lookups == 1
+
+
 async def test_another_replica_refuses_a_revoked_key_after_its_cache_ttl(
     store_pool: asyncpg.Pool,
 ) -> None:
