@@ -309,7 +309,7 @@ async def handle_delete(request: web.Request) -> web.StreamResponse:
     exchange.event.method = "DELETE session"
     response = await _relay(request, exchange, "DELETE", None)
     if exchange.session_id is not None and response.status < 300:
-        exchange.state.owners.forget(exchange.session_id)
+        exchange.state.owners.end(exchange.session_id)
     return response
 
 
@@ -420,8 +420,6 @@ async def _own_response(exchange: Exchange, message: Message) -> dict[str, Any]:
     request = exchange.request
     assert request is not None
     assert request.method is not None
-    if exchange.session_id is not None:
-        exchange.state.owners.method_of(exchange.session_id, message.id or 0)
     body = message.body
     tool = exchange.target[1] if exchange.target else None
     if runtime.filters.selects("response", request.method, tool):
@@ -445,7 +443,11 @@ async def _own_response(exchange: Exchange, message: Message) -> dict[str, Any]:
 
 
 def _filter_list(exchange: Exchange, method: str | None, body: dict[str, Any]) -> dict[str, Any]:
-    if method is None or method not in LIST_METHODS or "result" not in body:
+    if "result" not in body:
+        return body
+    if method is None:
+        method = _list_method_by_shape(body["result"])
+    if method is None or method not in LIST_METHODS:
         return body
     authorizer = exchange.runtime.authorizer
     identity = exchange.identity
@@ -455,6 +457,16 @@ def _filter_list(exchange: Exchange, method: str | None, body: dict[str, Any]) -
     if filtered is None:
         return body
     return {**body, "result": filtered[0]}
+
+
+def _list_method_by_shape(result: Any) -> str | None:
+    """For a response whose request is unknown: the list method its result looks like."""
+    if not isinstance(result, dict):
+        return None
+    for method, (_, items_key, _) in LIST_METHODS.items():
+        if isinstance(result.get(items_key), list):
+            return method
+    return None
 
 
 def _record_server_request(exchange: Exchange, message: Message) -> None:

@@ -1,7 +1,7 @@
 """MCP sessions as the shim sees them: each id bound to the user who created it.
 
 Rule: a session id is never authentication. The first user seen with a session id (normally on
-the initialize response) owns it; anyone else gets "unknown session". Request ids in flight are
+the initialize response) owns it; anyone else gets "unknown session". Recent request ids are
 remembered per session so a response replayed on a resumed stream is still filtered.
 """
 
@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from corral.mcp.jsonrpc import RequestId
+
+_ENDED = ""
+"""The owner of an ended session: no subject is empty, so no one matches it."""
 
 
 class SessionOwners:
@@ -35,8 +38,9 @@ class SessionOwners:
             return True
         return owner == subject
 
-    def forget(self, session_id: str) -> None:
-        self._owners.pop(session_id, None)
+    def end(self, session_id: str) -> None:
+        """The session was deleted: nobody may use its id again."""
+        self.bind(session_id, _ENDED)
 
     def remember(self, session_id: str, request_id: RequestId, method: str) -> None:
         self._pending[(session_id, request_id)] = method
@@ -44,8 +48,8 @@ class SessionOwners:
             self._pending.popitem(last=False)
 
     def method_of(self, session_id: str, request_id: RequestId) -> str | None:
-        """The method of a request in flight (and forget it: its response has come)."""
-        return self._pending.pop((session_id, request_id), None)
+        """The method of a recent request (kept, since a resumed stream may replay its answer)."""
+        return self._pending.get((session_id, request_id))
 
     def __len__(self) -> int:
         return len(self._owners)
