@@ -24,8 +24,9 @@ Rule: building is the only costly step; deciding does no I/O and touches only th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from corral.api.policies import AccessPolicy, Subject
@@ -49,6 +50,7 @@ _KIND_FIELD: Mapping[ItemKind, str] = {
     "prompt": "prompts",
 }
 _SERVER_CACHE_MAX = 4096
+_VIEW_CACHE_MAX = 16384
 
 
 @dataclass(frozen=True)
@@ -106,13 +108,43 @@ class _Rule:
     when: When | None
     when_error: str | None
     subjects: _Subjects
+    label: str = field(init=False)
+    simple: bool = field(init=False)
+    precedence: tuple[bool, tuple[int, int]] = field(init=False)
+    decision: Decision = field(init=False)
+    session_decision: Decision = field(init=False)
 
-    def method_matches(self, method: str) -> bool:
-        return self.methods is None or method in self.methods
-
-    def label(self) -> str:
+    def __post_init__(self) -> None:
         named = f" ({self.name})" if self.name else ""
-        return f"{self.policy} rule {self.index}{named}"
+        label = f"{self.policy} rule {self.index}{named}"
+        verb = "denied" if self.deny else "allowed"
+        derived = {
+            "label": label,
+            "simple": self.when is None and self.when_error is None,
+            "precedence": (not self.deny, self.order),
+            "decision": self.decided(f"{verb} by {label}"),
+            "session_decision": Decision(
+                allowed=True,
+                basis="session",
+                reason=f"session method allowed: {label} opens the server",
+                policy=self.policy,
+                rule_index=self.index,
+                rule_name=self.name,
+            ),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
+
+    def decided(self, reason: str, cel_error: str | None = None) -> Decision:
+        return Decision(
+            allowed=not self.deny,
+            basis="rule",
+            reason=reason,
+            policy=self.policy,
+            rule_index=self.index,
+            rule_name=self.name,
+            cel_error=cel_error,
+        )
 
 
 @dataclass(frozen=True)
@@ -136,34 +168,81 @@ class _Policy:
 
 
 @dataclass
-class _KindTable:
-    allow_exact: dict[str, list[_Rule]] = field(default_factory=dict)
-    deny_folded: dict[str, list[_Rule]] = field(default_factory=dict)
-    globbed: list[_Rule] = field(default_factory=list)
+class _Prefixes:
+    """Rules keyed by the literal prefix of their `prefix*` globs."""
 
-    def candidates(self, kind: ItemKind, name: str) -> list[_Rule]:
-        found = list(self.allow_exact.get(name, ()))
-        found.extend(self.deny_folded.get(fold(name), ()))
-        found.extend(r for r in self.globbed if r.items is not None and r.items[kind].matches(name))
-        return found
+    by_prefix: dict[str, list[_Rule]] = field(default_factory=dict)
+    lengths: list[int] = field(default_factory=list)
+
+    def add(self, prefix: str, rule: _Rule) -> None:
+        self.by_prefix.setdefault(prefix, []).append(rule)
+        if len(prefix) not in self.lengths:
+            self.lengths.append(len(prefix))
+            self.lengths.sort()
+
+    def find(self, name: str, found: list[_Rule]) -> None:
+        for length in self.lengths:
+            if length > len(name):
+                return
+            rules = self.by_prefix.get(name[:length])
+            if rules:
+                found.extend(rules)
 
 
 @dataclass
-class _ServerTable:
-    labels: Mapping[str, str]
-    catalog_entry: str | None
-    unconstrained: list[_Rule]
-    kinds: dict[ItemKind, _KindTable]
-    openers: list[_Rule]
+class _KindTable:
+    """One kind's rules: literal names, `prefix*` globs, and other globs.
+
+    Allow rules are keyed by exact names and prefixes; Deny rules also by folded ones.
+    """
+
+    allow_exact: dict[str, list[_Rule]] = field(default_factory=dict)
+    deny_folded: dict[str, list[_Rule]] = field(default_factory=dict)
+    prefixes: _Prefixes = field(default_factory=_Prefixes)
+    folded_prefixes: _Prefixes = field(default_factory=_Prefixes)
+    globbed: list[tuple[_Rule, GlobSet]] = field(default_factory=list)
+
+    def add(self, rule: _Rule, patterns: Iterable[str]) -> None:
+        others = []
+        for pattern in patterns:
+            prefix = pattern[:-1]
+            if is_literal(pattern):
+                if rule.deny:
+                    self.deny_folded.setdefault(fold(pattern), []).append(rule)
+                else:
+                    self.allow_exact.setdefault(pattern, []).append(rule)
+            elif pattern.endswith("*") and is_literal(prefix):
+                self.prefixes.add(prefix, rule)
+                if rule.deny:
+                    self.folded_prefixes.add(fold(prefix), rule)
+            else:
+                others.append(pattern)
+        if others:
+            self.globbed.append((rule, GlobSet.compile(others, for_deny=rule.deny)))
+
+    def candidates(self, name: str, found: list[_Rule]) -> None:
+        found.extend(self.allow_exact.get(name, ()))
+        folded = fold(name)
+        found.extend(self.deny_folded.get(folded, ()))
+        self.prefixes.find(name, found)
+        self.folded_prefixes.find(folded, found)
+        found.extend(rule for rule, globs in self.globbed if globs.matches(name))
+
+
+@dataclass
+class _View:
+    """The rules of one server that apply to one caller, indexed by item name."""
+
+    unconstrained: list[_Rule] = field(default_factory=list)
+    kinds: dict[ItemKind, _KindTable] = field(default_factory=dict)
+    openers: list[_Rule] = field(default_factory=list)
 
     @classmethod
-    def build(cls, server: ServerRef, policies: Iterable[_Policy]) -> _ServerTable:
-        table = cls(dict(server.labels), server.catalog_entry, [], {}, [])
-        for policy in policies:
-            if policy.targets(server):
-                for rule in policy.rules:
-                    table._add(rule)
-        return table
+    def build(cls, rules: Iterable[_Rule]) -> _View:
+        view = cls()
+        for rule in rules:
+            view._add(rule)
+        return view
 
     def _add(self, rule: _Rule) -> None:
         if not rule.deny:
@@ -172,17 +251,66 @@ class _ServerTable:
             self.unconstrained.append(rule)
             return
         for kind, globs in rule.items.items():
-            kind_table = self.kinds.setdefault(kind, _KindTable())
-            wild = False
-            for pattern in globs.patterns:
-                if not is_literal(pattern):
-                    wild = True
-                elif rule.deny:
-                    kind_table.deny_folded.setdefault(fold(pattern), []).append(rule)
-                else:
-                    kind_table.allow_exact.setdefault(pattern, []).append(rule)
-            if wild:
-                kind_table.globbed.append(rule)
+            self.kinds.setdefault(kind, _KindTable()).add(rule, globs.patterns)
+
+    def candidates(self, method: str, name: str | None) -> list[_Rule]:
+        """Rules whose method and item match (unordered)."""
+        found = list(self.unconstrained)
+        kind = CALL_METHODS.get(method)
+        if kind is not None and kind in self.kinds:
+            self.kinds[kind].candidates(name or "", found)
+        return [r for r in found if r.methods is None or method in r.methods]
+
+    def decide(self, request: Request, *, listing: bool) -> Decision:
+        """The decision for `request`; CEL runs only when a candidate rule has a `when`."""
+        found = self.candidates(request.method, request.name)
+        if found:
+            if all(rule.simple for rule in found):
+                return min(found, key=_PRECEDENCE).decision
+            found.sort(key=_PRECEDENCE)
+            decision = _Evaluation(request, listing=listing).run(found)
+            if decision is not None:
+                return decision
+        if self.openers and request.method in SESSION_METHODS:
+            return self.openers[0].session_decision
+        return _DEFAULT_DENY
+
+
+_PRECEDENCE = attrgetter("precedence")
+_DEFAULT_DENY = Decision(
+    allowed=False, basis="default", reason="no policy allows it (default deny)"
+)
+
+
+@dataclass
+class _ServerTable:
+    """The rules targeting one server, and per-caller views of them (built on first use)."""
+
+    labels: Mapping[str, str]
+    catalog_entry: str | None
+    rules: list[_Rule]
+    views: dict[Hashable, _View] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, server: ServerRef, policies: Iterable[_Policy]) -> _ServerTable:
+        rules = [rule for p in policies if p.targets(server) for rule in p.rules]
+        return cls(dict(server.labels), server.catalog_entry, rules)
+
+    def view(self, caller: Caller, key: Hashable) -> _View:
+        view = self.views.get(key)
+        if view is None:
+            if len(self.views) >= _VIEW_CACHE_MAX:
+                self.views.clear()
+            matched: dict[int, bool] = {}
+            applicable = []
+            for rule in self.rules:
+                subjects = id(rule.subjects)
+                if subjects not in matched:
+                    matched[subjects] = rule.subjects.match(caller)
+                if matched[subjects]:
+                    applicable.append(rule)
+            view = self.views[key] = _View.build(applicable)
+        return view
 
 
 def _compile_rules(
@@ -233,6 +361,7 @@ class PolicyIndex:
             self._by_namespace.setdefault(policy.namespace, []).append(policy)
         self.problems: tuple[str, ...] = tuple(problems)
         self._tables: dict[tuple[str, str], _ServerTable] = {}
+        self._claim_names = tuple(sorted({name for p in policies for name, _ in p.subjects.claims}))
 
     @classmethod
     def build(cls, policies: Iterable[AccessPolicy]) -> PolicyIndex:
@@ -276,9 +405,18 @@ class PolicyIndex:
             self._tables[key] = table
         return table
 
+    def _view(self, caller: Caller, server: ServerRef) -> _View:
+        claims = (
+            tuple(_claim_key(caller.claims.get(name)) for name in self._claim_names)
+            if self._claim_names
+            else ()
+        )
+        key = (caller.username, caller.email, caller.groups, caller.service_account, claims)
+        return self._table(server).view(caller, key)
+
     def decide(self, request: Request) -> Decision:
         """Allow or deny one request, saying which policy and rule decided."""
-        return _Evaluation(request, listing=False).run(self._table(request.server))
+        return self._view(request.caller, request.server).decide(request, listing=False)
 
     def may_access(self, caller: Caller, server: ServerRef) -> Decision:
         """Whether some Allow rule of an applicable policy opens `server` to `caller`."""
@@ -294,58 +432,56 @@ class PolicyIndex:
     ) -> list[T]:
         """The items of a `tools/list`, `resources/list` or `prompts/list` result the caller may
         use; `key` gives an item's name (tools, prompts) or URI (resources)."""
-        table = self._table(server)
+        view = self._view(caller, server)
         method = USE_METHOD[kind]
         kept = []
         for item in items:
             request = Request(caller=caller, server=server, method=method, name=key(item))
-            if _Evaluation(request, listing=True).run(table).allowed:
+            if view.decide(request, listing=True).allowed:
                 kept.append(item)
         return kept
 
 
+def _claim_key(value: Any) -> Hashable:
+    if isinstance(value, list | tuple):
+        return tuple(str(v) for v in value)
+    return None if value is None else str(value)
+
+
 class _Evaluation:
-    """One decision in progress: candidate rules, subject checks cached per policy."""
+    """One decision in progress over the caller's view of the server's rules."""
 
     def __init__(self, request: Request, *, listing: bool) -> None:
         self.request = request
         self.listing = listing
-        self.subject_cache: dict[int, bool] = {}
         self.first_error: tuple[_Rule, str] | None = None
         self._activation: dict[str, Any] | None = None
 
-    def run(self, table: _ServerTable) -> Decision:
-        request = self.request
-        kind = CALL_METHODS.get(request.method)
-        candidates = list(table.unconstrained)
-        if kind is not None and kind in table.kinds:
-            candidates.extend(table.kinds[kind].candidates(kind, request.name or ""))
-        candidates = [
-            r for r in candidates if r.method_matches(request.method) and self._applies(r)
-        ]
-        candidates.sort(key=lambda r: (not r.deny, r.order))
-        for rule in candidates:
+    def run(self, ordered: list[_Rule]) -> Decision | None:
+        """The first matching rule's decision; None when none matches (with any CEL error kept
+        for the default decision)."""
+        for rule in ordered:
             if self._matches(rule):
-                return self._by_rule(rule)
-        if request.method in SESSION_METHODS:
-            opener = next((r for r in table.openers if self._applies(r)), None)
-            if opener is not None:
-                return Decision(
-                    allowed=True,
-                    basis="session",
-                    reason=f"{request.method} allowed: {opener.label()} opens the server",
-                    policy=opener.policy,
-                    rule_index=opener.index,
-                    rule_name=opener.name,
-                )
-        return self._default()
-
-    def _applies(self, rule: _Rule) -> bool:
-        key = id(rule.subjects)
-        known = self.subject_cache.get(key)
-        if known is None:
-            known = self.subject_cache[key] = rule.subjects.match(self.request.caller)
-        return known
+                if self.first_error is not None and self.first_error[0] is rule:
+                    error = self.first_error[1]
+                    return rule.decided(
+                        f"denied by {rule.label}: its `when` failed ({error}) and a failing "
+                        "Deny denies",
+                        cel_error=error,
+                    )
+                return rule.decision
+        if self.first_error is None:
+            return None
+        rule, error = self.first_error
+        return Decision(
+            allowed=False,
+            basis="default",
+            reason=(
+                f"no policy allows it (default deny); {rule.label} did not match because its "
+                f"`when` failed ({error})"
+            ),
+            cel_error=error,
+        )
 
     def _matches(self, rule: _Rule) -> bool:
         if rule.when_error is not None:
@@ -380,34 +516,3 @@ class _Evaluation:
                 "args": dict(request.arguments),
             }
         return self._activation
-
-    def _by_rule(self, rule: _Rule) -> Decision:
-        error = None
-        if self.first_error is not None and self.first_error[0] is rule:
-            error = self.first_error[1]
-        verb = "denied" if rule.deny else "allowed"
-        reason = f"{self._what()} {verb} by {rule.label()}"
-        if error is not None:
-            reason += f": its `when` failed ({error}) and a failing Deny denies"
-        return Decision(
-            allowed=not rule.deny,
-            basis="rule",
-            reason=reason,
-            policy=rule.policy,
-            rule_index=rule.index,
-            rule_name=rule.name,
-            cel_error=error,
-        )
-
-    def _default(self) -> Decision:
-        reason = f"{self._what()} denied: no policy allows it (default deny)"
-        error = None
-        if self.first_error is not None:
-            rule, error = self.first_error
-            reason += f"; {rule.label()} did not match because its `when` failed ({error})"
-        return Decision(allowed=False, basis="default", reason=reason, cel_error=error)
-
-    def _what(self) -> str:
-        request = self.request
-        subject = f" {request.name!r}" if request.name is not None else ""
-        return f"{request.method}{subject} for {request.caller.username}"
