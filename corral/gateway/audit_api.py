@@ -1,5 +1,13 @@
 """Audit over HTTP: shims post batches; people query and export.
 
+Ingest contract (``POST /api/audit/ingest``): ``Authorization: Bearer <shim token>``; body
+``{"events": [...]}`` with at most ``max_ingest_events`` events, each about the shim's own
+``namespace``/``server``. Answers: 200 ``{"stored", "duplicates", "out_of_window"}``; 400 when
+any event is malformed (nothing stored; the message names ``events[i]`` and the field); 401 for
+a missing or unknown shim token; 403 for an event about another server; 413 for a batch too
+large; 503 with ``Retry-After`` when Postgres is unavailable. Retrying a batch is always safe:
+events are deduplicated on ``(time, event_id)``.
+
 Who sees what: auditors see every event with bodies; admins see every event without bodies;
 anyone else sees only their own events, without bodies.
 """

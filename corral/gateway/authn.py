@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -172,6 +172,30 @@ class ApiKeyAuthenticator:
             self._on_revoked(payload)
 
 
+def static_entry(entry: Mapping[str, Any], index: int = 0) -> tuple[str, Principal]:
+    """One static user: its token and principal; ValueError names the entry and the field."""
+    token, user = entry.get("token"), entry.get("user")
+    if not isinstance(token, str) or len(token) < 16:
+        raise ValueError(f"users[{index}].token must be a string of at least 16 characters")
+    if not isinstance(user, str) or not user:
+        raise ValueError(f"users[{index}].user must be a non-empty string")
+    groups, servers = entry.get("groups", []), entry.get("servers")
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise ValueError(f"users[{index}].groups must be a list of strings")
+    if servers is not None and (
+        not isinstance(servers, list) or not all(isinstance(s, str) for s in servers)
+    ):
+        raise ValueError(f"users[{index}].servers must be a list of namespace/name strings")
+    email = entry.get("email")
+    return token, Principal(
+        user=user,
+        email=email if isinstance(email, str) else None,
+        groups=tuple(groups),
+        client_id="static",
+        allowed_servers=None if servers is None else frozenset(servers),
+    )
+
+
 def _token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
@@ -181,6 +205,11 @@ class StaticAuthenticator:
 
     def __init__(self, directory: Mapping[str, Principal]) -> None:
         self._by_digest = {_token_digest(token): p for token, p in directory.items()}
+
+    @classmethod
+    def from_entries(cls, entries: Iterable[Mapping[str, Any]]) -> StaticAuthenticator:
+        """Build from config entries ``{token, user, email?, groups?, servers?}``."""
+        return cls(dict(static_entry(entry, index) for index, entry in enumerate(entries)))
 
     async def authenticate(self, token: str) -> Principal | None:
         return self._by_digest.get(_token_digest(token))

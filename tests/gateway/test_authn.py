@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import pytest
 
 from corral.gateway.authn import (
     ApiKeyAuthenticator,
@@ -142,3 +143,28 @@ async def test_static_directory_and_chain() -> None:
     chain = FirstMatchAuthenticator([StaticAuthenticator({}), static])
     assert await chain.authenticate("dev-token-ada") == ada
     assert await chain.authenticate("other") is None
+
+
+async def test_static_directory_from_config_entries() -> None:
+    authenticator = StaticAuthenticator.from_entries(
+        [{"token": "dev-token-0123456789", "user": "ada", "groups": ["eng"], "servers": ["a/b"]}]
+    )
+    principal = await authenticator.authenticate("dev-token-0123456789")
+    assert principal is not None
+    assert (principal.user, principal.groups) == ("ada", ("eng",))
+    assert principal.may_reach("a", "b")
+    assert not principal.may_reach("a", "c")
+
+
+@pytest.mark.parametrize(
+    ("entry", "complaint"),
+    [
+        ({"token": "short", "user": "ada"}, "token"),
+        ({"token": "dev-token-0123456789"}, "user"),
+        ({"token": "dev-token-0123456789", "user": "ada", "groups": "eng"}, "groups"),
+        ({"token": "dev-token-0123456789", "user": "ada", "servers": [1]}, "servers"),
+    ],
+)
+def test_static_entries_are_validated(entry: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(ValueError, match=rf"users\[0\]\.{complaint}"):
+        StaticAuthenticator.from_entries([entry])
