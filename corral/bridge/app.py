@@ -62,8 +62,12 @@ def _session_of(request: web.Request) -> BridgeSession | web.Response:
     session_id = request.headers.get("Mcp-Session-Id")
     if session_id is None:
         return error_reply(400, jsonrpc.INVALID_REQUEST, "missing Mcp-Session-Id header")
-    session = request.app[SESSIONS].get(session_id)
+    sessions = request.app[SESSIONS]
+    session = sessions.get(session_id)
     if session is None:
+        reason = sessions.why_ended(session_id)
+        if reason is not None:
+            return error_reply(404, jsonrpc.UPSTREAM_UNAVAILABLE, reason)
         return error_reply(
             404, jsonrpc.INVALID_REQUEST, "unknown or ended session: initialize a new one"
         )

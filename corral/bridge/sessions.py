@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any
 
 from corral.bridge.children import Child, Spawner
@@ -20,6 +20,7 @@ from corral.mcp.jsonrpc import UPSTREAM_UNAVAILABLE, Message, RequestId, error_r
 log = logging.getLogger(__name__)
 
 BACKLOG = 1000
+ENDED_REMEMBERED = 10_000
 Outbox = asyncio.Queue[dict[str, Any] | None]
 """Messages for one HTTP stream; None ends the stream."""
 
@@ -110,6 +111,11 @@ class BridgeSession:
             self._get_stream.put_nowait(None)
         self.closed.set()
 
+    @property
+    def child_stopped(self) -> bool:
+        """Whether the process was stopped on purpose (session deleted, bridge exiting)."""
+        return self.child is not None and self.child.stopping
+
     async def send(self, body: bytes) -> None:
         """Write a message to the server process, or raise SessionGoneError."""
         if self.child is None or self.exit_reason is not None:
@@ -126,9 +132,14 @@ class SessionTable:
     def __init__(self, spawner: Spawner) -> None:
         self._spawner = spawner
         self._sessions: dict[str, BridgeSession] = {}
+        self._ended: OrderedDict[str, str] = OrderedDict()
 
     def get(self, session_id: str) -> BridgeSession | None:
         return self._sessions.get(session_id)
+
+    def why_ended(self, session_id: str) -> str | None:
+        """Why a recently ended session ended (its process exited), if it did."""
+        return self._ended.get(session_id)
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -143,6 +154,10 @@ class SessionTable:
                 self._spawner.record_exit(session.child)
             self._sessions.pop(session.id, None)
             session.child_exited(code)
+            if session.exit_reason is not None and not session.child_stopped:
+                self._ended[session.id] = session.exit_reason
+                while len(self._ended) > ENDED_REMEMBERED:
+                    self._ended.popitem(last=False)
 
         session.child = await self._spawner.spawn(label, session.deliver, exited)
         self._sessions[session.id] = session
