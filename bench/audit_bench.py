@@ -5,7 +5,7 @@ Usage::
     .venv/bin/python bench/audit_bench.py --dsn postgresql://... [--events 200000] [--batch 1000]
     .venv/bin/python bench/audit_bench.py --embedded   # starts a throwaway embedded Postgres
 
-Events are shaped like the shim's (with small argument and result bodies). Several batches are
+Events are in the shim's wire format (with small argument and result bodies). Several batches are
 in flight at once (``--concurrency``), as they are when many shims post to a gateway replica.
 """
 
@@ -30,26 +30,28 @@ from corral.store.pools import PoolSettings, create_pool
 def make_events(count: int, start: datetime) -> list[dict[str, Any]]:
     return [
         {
+            "id": uuid.uuid4().hex,
             "time": format_time(start + timedelta(microseconds=n)),
-            "event_id": str(uuid.uuid4()),
-            "request_id": f"req-{n}",
-            "user": f"user-{n % 50}",
-            "groups": ["eng"],
-            "client_name": "claude-code",
-            "client_version": "2.1.0",
             "namespace": "tools",
             "server": f"server-{n % 8}",
+            "direction": "client",
             "method": "tools/call",
-            "target": f"tool-{n % 20}",
-            "decision": "allow",
-            "rule": "platform/allow-eng#0",
-            "filter_verdicts": [{"filter": "pii", "verdict": "pass"}],
-            "outcome": "ok",
-            "status": 200,
-            "latency_ms": 3.25,
-            "session_id": "6f1c2a",
+            "requestId": n,
+            "sessionId": "6f1c2a",
+            "user": f"user-{n % 50}",
+            "email": f"user-{n % 50}@example.com",
+            "groups": ["eng"],
+            "clientId": "apikey:0123456789ab",
+            "clientName": "claude-code",
+            "clientVersion": "2.1.0",
+            "tool": f"tool-{n % 20}",
             "arguments": {"query": "select * from things", "limit": 10},
             "result": {"content": [{"type": "text", "text": "ten rows"}]},
+            "decision": {"allowed": True, "policy": "platform/eng", "rule": "tools"},
+            "filters": [{"filter": "pii", "phase": "request", "outcome": "allow", "latencyMs": 1}],
+            "status": "ok",
+            "httpStatus": 200,
+            "latencyMs": 3.25,
         }
         for n in range(count)
     ]

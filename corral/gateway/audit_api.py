@@ -45,7 +45,8 @@ _TEXT_FILTERS = {
     "tool": "target",
     "target": "target",
     "decision": "decision",
-    "outcome": "outcome",
+    "status": "status",
+    "outcome": "status",
 }
 _EXPORT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
 

@@ -27,31 +27,35 @@ PARTITION_LOCK_KEY = 0x636F7272616C_02
 COLUMNS = (
     "time",
     "event_id",
-    "request_id",
-    "user_subject",
-    "groups",
-    "client_name",
-    "client_version",
     "namespace",
     "server",
+    "direction",
     "method",
-    "target",
-    "decision",
-    "rule",
-    "filter_verdicts",
-    "outcome",
-    "status",
-    "latency_ms",
+    "request_id",
     "session_id",
+    "user_subject",
+    "email",
+    "groups",
+    "client_id",
+    "client_name",
+    "client_version",
+    "target_kind",
+    "target",
     "arguments",
     "result",
+    "decision",
+    "allowed",
+    "filters",
+    "status",
+    "error",
+    "http_status",
+    "latency_ms",
 )
-"""Stored columns in COPY order; ``user_subject`` is the event's ``user``."""
+"""Stored columns in COPY order."""
 
 Record = tuple[Any, ...]
 
 _PARTITION_NAME = re.compile(r"^audit_events_p(\d{8})$")
-_DECISIONS = frozenset({"allow", "deny"})
 _STAGING = "audit_events_staging"
 
 
@@ -76,19 +80,22 @@ class IngestResult:
 
 
 _OPTIONAL_TEXT = (
-    "request_id",
-    "user",
-    "client_name",
-    "client_version",
     "namespace",
     "server",
+    "direction",
     "method",
-    "target",
-    "rule",
-    "outcome",
-    "session_id",
+    "sessionId",
+    "user",
+    "email",
+    "clientId",
+    "clientName",
+    "clientVersion",
+    "status",
 )
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+TARGET_KINDS = ("tool", "resource", "prompt", "target")
+"""Keys that may carry the call's target; the key used is kept as ``target_kind``."""
+
+_UUID = re.compile(r"^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$")
 
 
 def _check_texts(event: Mapping[str, Any]) -> None:
@@ -112,20 +119,33 @@ def _time(event: Mapping[str, Any]) -> datetime:
 
 
 def _event_id(event: Mapping[str, Any]) -> str:
-    value = event.get("event_id")
-    if type(value) is not str or not _UUID.match(value):
-        raise InvalidInputError("field 'event_id' is missing or not a UUID")
-    return value.lower()
+    value = event.get("id")
+    if type(value) is not str or not _UUID.match(value := value.lower()):
+        raise InvalidInputError("field 'id' is missing or not a UUID")
+    if len(value) == 32:
+        return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
+    return value
 
 
-def _json(event: Mapping[str, Any], name: str) -> str | None:
+def _json(event: Mapping[str, Any], name: str, kind: type | None = None) -> str | None:
     value = event.get(name)
     if value is None:
         return None
+    if kind is not None and type(value) is not kind:
+        raise InvalidInputError(f"field {name!r} must be a JSON {kind.__name__}")
     try:
         return orjson.dumps(value).decode()
     except TypeError as error:
         raise InvalidInputError(f"field {name!r} is not JSON-encodable: {error}") from None
+
+
+def _request_id(event: Mapping[str, Any]) -> str | None:
+    value = event.get("requestId")
+    if value is None:
+        return None
+    if type(value) not in (str, int):
+        raise InvalidInputError("field 'requestId' must be a string or an integer")
+    return orjson.dumps(value).decode()
 
 
 def _groups(event: Mapping[str, Any]) -> list[str]:
@@ -133,6 +153,28 @@ def _groups(event: Mapping[str, Any]) -> list[str]:
     if type(groups) is not list or not all(type(g) is str for g in groups):
         raise InvalidInputError("field 'groups' must be a list of strings")
     return groups
+
+
+def _target(event: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    for kind in TARGET_KINDS:
+        value = event.get(kind)
+        if value is not None:
+            if type(value) is not str:
+                raise InvalidInputError(f"field {kind!r} must be a string")
+            return kind, value
+    return None, None
+
+
+def _allowed(event: Mapping[str, Any]) -> bool | None:
+    decision = event.get("decision")
+    if decision is None:
+        return None
+    if type(decision) is not dict:
+        raise InvalidInputError("field 'decision' must be an object")
+    allowed = decision.get("allowed")
+    if allowed is not None and type(allowed) is not bool:
+        raise InvalidInputError("field 'decision.allowed' must be true or false")
+    return allowed
 
 
 def _number(event: Mapping[str, Any], name: str, kind: type[int] | type[float]) -> Any:
@@ -147,37 +189,40 @@ def _number(event: Mapping[str, Any], name: str, kind: type[int] | type[float]) 
 
 
 def to_record(event: Mapping[str, Any]) -> Record:
-    """One event dict as a row in ``COLUMNS`` order; InvalidInputError names the bad field.
+    """One wire-format event as a row in ``COLUMNS`` order; InvalidInputError names the field.
 
     This runs for every audited message, so it checks types directly rather than through a
-    validation library.
+    validation library. Keys it does not know are ignored, so newer shims can add fields.
     """
     _check_texts(event)
-    decision = event.get("decision")
-    if decision not in _DECISIONS:
-        raise InvalidInputError(f"field 'decision' must be 'allow' or 'deny', got {decision!r}")
     get = event.get
+    target_kind, target = _target(event)
     return (
         _time(event),
         _event_id(event),
-        get("request_id") or "",
-        get("user") or "",
-        _groups(event),
-        get("client_name"),
-        get("client_version"),
         get("namespace") or "",
         get("server") or "",
-        get("method") or "",
-        get("target"),
-        decision,
-        get("rule"),
-        _json(event, "filter_verdicts"),
-        get("outcome") or "",
-        _number(event, "status", int),
-        _number(event, "latency_ms", float),
-        get("session_id"),
+        get("direction"),
+        get("method"),
+        _request_id(event),
+        get("sessionId"),
+        get("user"),
+        get("email"),
+        _groups(event),
+        get("clientId"),
+        get("clientName"),
+        get("clientVersion"),
+        target_kind,
+        target,
         _json(event, "arguments"),
         _json(event, "result"),
+        _json(event, "decision"),
+        _allowed(event),
+        _json(event, "filters", list),
+        get("status") or "",
+        _json(event, "error"),
+        _number(event, "httpStatus", int),
+        _number(event, "latencyMs", float),
     )
 
 

@@ -1,10 +1,11 @@
 """Reading the audit log: filters, keyset pagination, streaming export, body visibility.
 
-Events come back in a stable order, ``(time, event_id)`` ascending or descending. A page's
-``next_cursor`` is an opaque token encoding the last row's key; the next page starts strictly
-after it, so pages neither repeat nor skip rows even while new events arrive. Request and result
-bodies (``arguments``, ``result``) are shown only to auditors: ``visible_event`` strips them for
-everyone else.
+Events come back in the shim's wire format (docs/shim.md): ``id`` as 32 hex digits, ``time`` in
+UTC with a ``Z``, fields never set left out, plus ``receivedAt``. The order is stable,
+``(time, id)`` ascending or descending. A page's ``next_cursor`` is an opaque token encoding the
+last row's key; the next page starts strictly after it, so pages neither repeat nor skip rows
+even while new events arrive. Request and result bodies (``arguments``, ``result``) are shown
+only to auditors: ``visible_event`` strips them for everyone else.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Literal
 import asyncpg
 import orjson
 
+from corral.store.audit import TARGET_KINDS
 from corral.store.errors import InvalidInputError
 
 Event = dict[str, Any]
@@ -30,51 +32,79 @@ Order = Literal["asc", "desc"]
 BODY_FIELDS = ("arguments", "result")
 EXPORT_FIELDS = (
     "time",
-    "event_id",
-    "request_id",
-    "user",
-    "groups",
-    "client_name",
-    "client_version",
+    "id",
     "namespace",
     "server",
+    "direction",
     "method",
+    "requestId",
+    "sessionId",
+    "user",
+    "email",
+    "groups",
+    "clientId",
+    "clientName",
+    "clientVersion",
+    "targetKind",
     "target",
     "decision",
-    "rule",
-    "filter_verdicts",
-    "outcome",
+    "filters",
     "status",
-    "latency_ms",
-    "session_id",
+    "error",
+    "httpStatus",
+    "latencyMs",
     "arguments",
     "result",
-    "received_at",
+    "receivedAt",
 )
-_JSON_COLUMNS = ("filter_verdicts", "arguments", "result")
+"""CSV columns: the wire fields, with the target split into its kind and name."""
+
+_TEXT_COLUMNS = {
+    "namespace": "namespace",
+    "server": "server",
+    "direction": "direction",
+    "method": "method",
+    "sessionId": "session_id",
+    "user": "user_subject",
+    "email": "email",
+    "clientId": "client_id",
+    "clientName": "client_name",
+    "clientVersion": "client_version",
+}
+_JSON_COLUMNS = {
+    "requestId": "request_id",
+    "arguments": "arguments",
+    "result": "result",
+    "decision": "decision",
+    "filters": "filters",
+    "error": "error",
+}
 _FILTER_COLUMNS = {
     "user": "user_subject",
     "namespace": "namespace",
     "server": "server",
     "method": "method",
     "target": "target",
-    "decision": "decision",
-    "outcome": "outcome",
+    "status": "status",
 }
 MAX_PAGE = 1000
 
 
 @dataclass(frozen=True)
 class AuditQuery:
-    """Filters (exact match; None means any), a time range ``[since, until)``, and paging."""
+    """Filters (exact match; None means any), a time range ``[since, until)``, and paging.
+
+    ``target`` matches the tool, resource or prompt name; ``decision`` is ``allow`` or ``deny``
+    (events without a decision match neither); ``status`` is the event's outcome.
+    """
 
     user: str | None = None
     namespace: str | None = None
     server: str | None = None
     method: str | None = None
     target: str | None = None
-    decision: str | None = None
-    outcome: str | None = None
+    decision: Literal["allow", "deny"] | None = None
+    status: str | None = None
     since: datetime | None = None
     until: datetime | None = None
     order: Order = "desc"
@@ -93,7 +123,7 @@ def format_time(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def encode_cursor(time: datetime, event_id: uuid.UUID) -> str:
+def encode_cursor(time: datetime, event_id: Any) -> str:
     raw = orjson.dumps([format_time(time), str(event_id)])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -133,6 +163,10 @@ def build_sql(query: AuditQuery) -> tuple[str, list[Any]]:
         value = getattr(query, field_name)
         if value is not None:
             add(f"{column} = ?", value)
+    if query.decision is not None:
+        if query.decision not in ("allow", "deny"):
+            raise InvalidInputError(f"decision must be 'allow' or 'deny', got {query.decision!r}")
+        add("allowed = ?", query.decision == "allow")
     if query.since is not None:
         add("time >= ?", _aware(query.since, "since"))
     if query.until is not None:
@@ -159,31 +193,38 @@ def _aware(value: datetime, name: str) -> datetime:
 
 
 def row_to_event(row: Mapping[str, Any]) -> Event:
-    """A stored row in the shape events are ingested in (``user``, decoded JSON, RFC 3339)."""
+    """A stored row in the wire format it was ingested in, plus ``receivedAt``."""
     event: Event = {
+        "id": row["event_id"].hex,
         "time": format_time(row["time"]),
-        "event_id": str(row["event_id"]),
-        "request_id": row["request_id"],
-        "user": row["user_subject"],
-        "groups": list(row["groups"]),
-        "client_name": row["client_name"],
-        "client_version": row["client_version"],
         "namespace": row["namespace"],
         "server": row["server"],
-        "method": row["method"],
-        "target": row["target"],
-        "decision": row["decision"],
-        "rule": row["rule"],
-        "outcome": row["outcome"],
+        "groups": list(row["groups"]),
         "status": row["status"],
-        "latency_ms": row["latency_ms"],
-        "session_id": row["session_id"],
-        "received_at": format_time(row["received_at"]),
     }
-    for column in _JSON_COLUMNS:
-        raw = row[column]
-        event[column] = None if raw is None else orjson.loads(raw)
+    for key, column in _TEXT_COLUMNS.items():
+        if row[column] is not None:
+            event[key] = row[column]
+    for key, column in _JSON_COLUMNS.items():
+        if row[column] is not None:
+            event[key] = orjson.loads(row[column])
+    if row["target_kind"] is not None:
+        event[row["target_kind"]] = row["target"]
+    if row["http_status"] is not None:
+        event["httpStatus"] = row["http_status"]
+    if row["latency_ms"] is not None:
+        event["latencyMs"] = row["latency_ms"]
+    event["receivedAt"] = format_time(row["received_at"])
     return event
+
+
+def export_row(event: Mapping[str, Any]) -> dict[str, Any]:
+    """An event with its target under ``targetKind``/``target``, for fixed CSV columns."""
+    row = dict(event)
+    for kind in TARGET_KINDS:
+        if kind in row and kind != "target":
+            row["targetKind"], row["target"] = kind, row.pop(kind)
+    return row
 
 
 async def query_events(
@@ -228,7 +269,8 @@ def csv_header(fields: Iterable[str] = EXPORT_FIELDS) -> str:
 
 def csv_line(event: Mapping[str, Any], fields: Iterable[str] = EXPORT_FIELDS) -> str:
     """One CSV row; lists and JSON values are written as JSON text, absent values as empty."""
-    return _csv_row([_csv_cell(event.get(name)) for name in fields])
+    row = export_row(event)
+    return _csv_row([_csv_cell(row.get(name)) for name in fields])
 
 
 def _csv_cell(value: Any) -> str:

@@ -6,7 +6,6 @@ import asyncio
 import csv
 import io
 import itertools
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -20,8 +19,8 @@ from corral.gateway.app import create_app
 from corral.gateway.appkeys import API_KEY_AUTHENTICATOR
 from corral.gateway.authn import Principal
 from corral.gateway.settings import GatewaySettings
+from corral.shim.audit import AuditEvent
 from corral.store import api_keys
-from corral.store.audit_query import format_time
 from corral.store.pools import PoolSettings, connect
 from tests.fixtures.store import RestartablePostgres
 
@@ -48,24 +47,31 @@ def auth(token: str) -> dict[str, str]:
 
 
 def make_events(count: int, **overrides: Any) -> list[dict[str, Any]]:
+    """Events exactly as the shim puts them on the wire (`AuditEvent.to_dict`)."""
     start = datetime.now(UTC) - timedelta(minutes=5)
-    return [
-        {
-            "time": format_time(start + timedelta(milliseconds=n)),
-            "event_id": str(uuid.uuid4()),
-            "user": ("ada", "bob")[n % 2],
-            "namespace": "tools",
-            "server": "time",
-            "method": "tools/call",
-            "target": "get_current_time",
-            "decision": "allow",
-            "outcome": "ok",
-            "arguments": {"timezone": "UTC", "n": n},
-            "result": {"content": [{"type": "text", "text": "noon"}]},
-            **overrides,
-        }
-        for n in range(count)
-    ]
+    events = []
+    for n in range(count):
+        event = AuditEvent(
+            namespace="tools",
+            server="time",
+            method="tools/call",
+            request_id=n,
+            session_id="session-1",
+            user=("ada", "bob")[n % 2],
+            groups=["eng"],
+            client_name="claude-ai",
+            client_version="1.2",
+            target_kind="tool",
+            target="get_current_time",
+            arguments={"timezone": "UTC", "n": n},
+            result={"content": [{"type": "text", "text": "noon"}]},
+            decision={"allowed": True, "policy": "tools/everyone", "rule": "time"},
+            filters=[{"filter": "dlp", "phase": "request", "outcome": "allow", "latencyMs": 0.4}],
+            time=(start + timedelta(milliseconds=n)).isoformat(timespec="milliseconds"),
+        )
+        event.finish("ok", 200)
+        events.append({**event.to_dict(), **overrides})
+    return events
 
 
 @pytest.fixture
@@ -148,7 +154,7 @@ async def test_query_pages_and_views_per_role(client: TestClient[Any, Any]) -> N
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    assert [e["event_id"] for e in seen] == [e["event_id"] for e in events]
+    assert [e["id"] for e in seen] == [e["id"] for e in events]
     assert seen[0]["arguments"] == events[0]["arguments"]
 
     admin = await (await client.get("/api/audit", headers=auth("admin-token"))).json()
@@ -181,14 +187,14 @@ async def test_export_streams_jsonl_and_csv(client: TestClient[Any, Any]) -> Non
     )
     assert jsonl.headers["Content-Type"].startswith("application/x-ndjson")
     lines = [orjson.loads(line) for line in (await jsonl.read()).splitlines()]
-    assert [e["event_id"] for e in lines] == [e["event_id"] for e in events]
+    assert [e["id"] for e in lines] == [e["id"] for e in events]
     assert lines[2]["arguments"] == events[2]["arguments"]
 
     plain = await client.get(
         "/api/audit/export", params={**params, "format": "csv"}, headers=auth("admin-token")
     )
     rows = list(csv.DictReader(io.StringIO(await plain.text())))
-    assert [r["event_id"] for r in rows] == [e["event_id"] for e in events]
+    assert [r["id"] for r in rows] == [e["id"] for e in events]
     assert "arguments" not in rows[0]
     unknown = await client.get(
         "/api/audit/export", params={"format": "xml"}, headers=auth("admin-token")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -22,34 +23,37 @@ START = datetime(2026, 11, 22, 23, 0, tzinfo=UTC)
 
 
 def make_event(n: int, **overrides: Any) -> dict[str, Any]:
+    """An event in the shim's wire format (docs/shim.md)."""
     event: dict[str, Any] = {
+        "id": uuid.uuid4().hex,
         "time": audit_query.format_time(START + timedelta(seconds=n * 7, microseconds=n)),
-        "event_id": str(uuid.uuid4()),
-        "request_id": f"req-{n}",
-        "user": ("ada", "bob")[n % 2],
-        "groups": ["eng"] if n % 2 == 0 else [],
-        "client_name": "claude",
-        "client_version": "1.2.3",
         "namespace": "tools",
         "server": ("time", "git")[n % 3 == 0],
+        "direction": "client",
         "method": "tools/call" if n % 4 else "tools/list",
-        "target": f"tool-{n % 5}",
-        "decision": "deny" if n % 6 == 0 else "allow",
-        "rule": "ap/default#0",
-        "filter_verdicts": [{"filter": "pii", "verdict": "pass"}],
-        "outcome": "error" if n % 7 == 0 else "ok",
-        "status": 200,
-        "latency_ms": 1.5 + n,
-        "session_id": "s-1",
+        "requestId": n if n % 2 else f"req-{n}",
+        "sessionId": "s-1",
+        "user": ("ada", "bob")[n % 2],
+        "email": f"{('ada', 'bob')[n % 2]}@example.com",
+        "groups": ["eng"] if n % 2 == 0 else [],
+        "clientId": "apikey:0123456789ab",
+        "clientName": "claude",
+        "clientVersion": "1.2.3",
+        "tool": f"tool-{n % 5}",
         "arguments": {"n": n, "text": "héllo"},
         "result": {"content": [{"type": "text", "text": str(n)}]},
+        "decision": {"allowed": n % 6 != 0, "policy": "tools/default", "rule": "r0"},
+        "filters": [{"filter": "pii", "phase": "request", "outcome": "allow", "latencyMs": 1.0}],
+        "status": "error" if n % 7 == 0 else "ok",
+        "httpStatus": 200,
+        "latencyMs": 1.5 + n,
     }
     event.update(overrides)
     return event
 
 
 def stored_fields(event: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in event.items() if k != "received_at"}
+    return {k: v for k, v in event.items() if k != "receivedAt"}
 
 
 @pytest.fixture
@@ -90,8 +94,8 @@ async def test_events_with_the_same_time_page_stably_by_event_id(
     events = [make_event(n, time=same) for n in range(9)]
     await writer.ingest(events)
     pages = await read_all(store_pool, AuditQuery(order="asc", limit=2))
-    ids = [e["event_id"] for p in pages for e in p]
-    assert ids == sorted((e["event_id"] for e in events), key=uuid.UUID)
+    ids = [e["id"] for p in pages for e in p]
+    assert ids == sorted((e["id"] for e in events), key=uuid.UUID)
 
 
 async def test_a_retried_batch_is_not_duplicated(
@@ -113,32 +117,58 @@ async def test_a_bad_event_rejects_the_whole_batch(
         await writer.ingest([make_event(0), bad])
     with pytest.raises(InvalidInputError, match="no UTC offset"):
         await writer.ingest([make_event(0, time="2026-11-23T00:00:00")])
-    with pytest.raises(InvalidInputError, match="event_id"):
-        await writer.ingest([make_event(0, event_id="nope")])
+    with pytest.raises(InvalidInputError, match="'id'"):
+        await writer.ingest([make_event(0, id="nope")])
+    with pytest.raises(InvalidInputError, match="'requestId'"):
+        await writer.ingest([make_event(0, requestId=[1])])
+    with pytest.raises(InvalidInputError, match="'user'"):
+        await writer.ingest([make_event(0, user=7)])
     async with store_pool.acquire() as connection:
         assert await connection.fetchval("SELECT count(*) FROM audit_events") == 0
 
 
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [
-        ("user", "ada"),
-        ("server", "git"),
-        ("method", "tools/list"),
-        ("target", "tool-3"),
-        ("decision", "deny"),
-        ("outcome", "error"),
-    ],
-)
+FILTERS: list[tuple[dict[str, Any], Callable[[dict[str, Any]], bool]]] = [
+    ({"user": "ada"}, lambda e: e["user"] == "ada"),
+    ({"server": "git"}, lambda e: e["server"] == "git"),
+    ({"method": "tools/list"}, lambda e: e["method"] == "tools/list"),
+    ({"target": "tool-3"}, lambda e: e["tool"] == "tool-3"),
+    ({"decision": "deny"}, lambda e: not e["decision"]["allowed"]),
+    ({"decision": "allow"}, lambda e: e["decision"]["allowed"]),
+    ({"status": "error"}, lambda e: e["status"] == "error"),
+]
+
+
+@pytest.mark.parametrize(("filters", "matches"), FILTERS)
 async def test_filters_select_exactly_the_matching_events(
-    store_pool: asyncpg.Pool, writer: AuditWriter, field: str, value: str
+    store_pool: asyncpg.Pool,
+    writer: AuditWriter,
+    filters: dict[str, Any],
+    matches: Callable[[dict[str, Any]], bool],
 ) -> None:
     events = [make_event(n) for n in range(30)]
     await writer.ingest(events)
-    pages = await read_all(store_pool, AuditQuery(order="asc", limit=4, **{field: value}))
+    pages = await read_all(store_pool, AuditQuery(order="asc", limit=4, **filters))
     got = [stored_fields(e) for p in pages for e in p]
-    assert got == [e for e in events if e[field] == value]
+    assert got == [e for e in events if matches(e)]
     assert got
+
+
+async def test_minimal_events_come_back_without_unset_fields(
+    store_pool: asyncpg.Pool, writer: AuditWriter
+) -> None:
+    minimal = {"id": str(uuid.uuid4()), "time": "2026-11-23T01:02:03.456+00:00"}
+    await writer.ingest([minimal])
+    ((event,),) = await read_all(store_pool, AuditQuery())
+    assert stored_fields(event) == {
+        "id": uuid.UUID(minimal["id"]).hex,
+        "time": "2026-11-23T01:02:03.456000Z",
+        "namespace": "",
+        "server": "",
+        "groups": [],
+        "status": "",
+    }
+    (none,) = await read_all(store_pool, AuditQuery(decision="allow"))
+    assert none == []
 
 
 async def test_time_range_is_half_open(store_pool: asyncpg.Pool, writer: AuditWriter) -> None:
@@ -147,7 +177,7 @@ async def test_time_range_is_half_open(store_pool: asyncpg.Pool, writer: AuditWr
     since = datetime.fromisoformat(events[2]["time"])
     until = datetime.fromisoformat(events[6]["time"])
     (page,) = await read_all(store_pool, AuditQuery(since=since, until=until, order="asc"))
-    assert [e["event_id"] for e in page] == [e["event_id"] for e in events[2:6]]
+    assert [e["id"] for e in page] == [e["id"] for e in events[2:6]]
 
 
 async def test_bodies_are_only_shown_to_auditors(
@@ -188,10 +218,12 @@ async def test_export_as_jsonl_and_csv_matches_the_stored_events(
 
     text = audit_query.csv_header() + "".join(audit_query.csv_line(e) for e in exported)
     rows = list(csv.DictReader(io.StringIO(text)))
-    assert [row["event_id"] for row in rows] == [e["event_id"] for e in events]
+    assert [row["id"] for row in rows] == [e["id"] for e in events]
     assert orjson.loads(rows[3]["arguments"]) == events[3]["arguments"]
     assert orjson.loads(rows[3]["groups"]) == events[3]["groups"]
-    assert rows[3]["latency_ms"] == str(events[3]["latency_ms"])
+    assert orjson.loads(rows[3]["decision"]) == events[3]["decision"]
+    assert (rows[3]["targetKind"], rows[3]["target"]) == ("tool", events[3]["tool"])
+    assert rows[3]["latencyMs"] == str(events[3]["latencyMs"])
 
 
 async def test_a_bad_cursor_or_limit_is_a_clear_error(store_pool: asyncpg.Pool) -> None:
@@ -216,7 +248,7 @@ async def test_retention_drops_old_partitions_and_their_events(
     assert dropped == ["audit_events_p20261117"]
     assert "audit_events_p20261126" in partitions
     assert "audit_events_p20261117" not in partitions
-    assert [str(i) for i in ids] == [recent["event_id"]]
+    assert [i.hex for i in ids] == [recent["id"]]
 
 
 async def test_events_outside_the_window_are_counted_not_stored(

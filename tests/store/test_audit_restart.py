@@ -23,9 +23,11 @@ def batch(number: int, start: datetime) -> list[dict[str, object]]:
     return [
         {
             "time": format_time(start + timedelta(milliseconds=number * BATCH_SIZE + i)),
-            "event_id": str(uuid.uuid4()),
+            "id": uuid.uuid4().hex,
+            "namespace": "tools",
+            "server": "time",
             "user": "ada",
-            "decision": "allow",
+            "decision": {"allowed": True},
             "method": "tools/call",
             "arguments": {"batch": number, "i": i},
         }

@@ -1,29 +1,35 @@
--- One row per audited MCP message, partitioned by UTC day so retention is a DROP of old partitions.
--- The primary key includes the partition key (time): a retried batch carries the same time and
--- event_id for each event, so ON CONFLICT DO NOTHING makes ingest idempotent.
+-- One row per audited MCP message, in the shim's wire format (docs/shim.md, "Audit events"),
+-- partitioned by UTC day so retention is a DROP of old partitions. The primary key includes the
+-- partition key (time): a retried batch carries the same time and id for each event, so
+-- ON CONFLICT DO NOTHING makes ingest idempotent. `allowed` copies decision.allowed for filtering.
 
 CREATE TABLE audit_events (
-    time            timestamptz      NOT NULL,
-    event_id        uuid             NOT NULL,
-    request_id      text             NOT NULL DEFAULT '',
-    user_subject    text             NOT NULL DEFAULT '',
-    groups          text[]           NOT NULL DEFAULT '{}',
-    client_name     text,
-    client_version  text,
-    namespace       text             NOT NULL DEFAULT '',
-    server          text             NOT NULL DEFAULT '',
-    method          text             NOT NULL DEFAULT '',
-    target          text,
-    decision        text             NOT NULL CHECK (decision IN ('allow', 'deny')),
-    rule            text,
-    filter_verdicts jsonb,
-    outcome         text             NOT NULL DEFAULT '',
-    status          integer,
-    latency_ms      double precision,
-    session_id      text,
-    arguments       jsonb,
-    result          jsonb,
-    received_at     timestamptz      NOT NULL DEFAULT now(),
+    time           timestamptz      NOT NULL,
+    event_id       uuid             NOT NULL,
+    namespace      text             NOT NULL DEFAULT '',
+    server         text             NOT NULL DEFAULT '',
+    direction      text,
+    method         text,
+    request_id     jsonb,
+    session_id     text,
+    user_subject   text,
+    email          text,
+    groups         text[]           NOT NULL DEFAULT '{}',
+    client_id      text,
+    client_name    text,
+    client_version text,
+    target_kind    text,
+    target         text,
+    arguments      jsonb,
+    result         jsonb,
+    decision       jsonb,
+    allowed        boolean,
+    filters        jsonb,
+    status         text             NOT NULL DEFAULT '',
+    error          jsonb,
+    http_status    integer,
+    latency_ms     double precision,
+    received_at    timestamptz      NOT NULL DEFAULT now(),
     PRIMARY KEY (time, event_id)
 ) PARTITION BY RANGE (time);
 
