@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 import click
+import uvloop
 
 from corral.common.log import setup_logging
 from corral.shim.app import serve
@@ -31,7 +32,7 @@ def shim(config_path: Path, log_level: str, log_json: bool) -> None:
         load_config(config_path)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    asyncio.run(_main(config_path))
+    uvloop.run(_main(config_path))
 
 
 async def _main(config_path: Path) -> None:
