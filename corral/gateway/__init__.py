@@ -1,1 +1,12 @@
-"""The edge: authentication, routing, sessions, registry, audit store."""
+"""The edge: authentication, routing, sessions, registry, audit store.
+
+Rule: the request path does no database or IdP call that a cache can answer; Postgres is reached
+through ``corral.store`` only. Modules so far:
+
+- ``authn``: bearer token -> ``Principal`` (API keys through a cache, static dev directory).
+- ``bearer``: reading bearer tokens and the 401/403 answers (RFC 6750, RFC 9728).
+- ``app``: ``create_app(settings)``, the route table and the resources in ``cleanup_ctx``.
+- ``appkeys``: the typed application keys and the role checks handlers share.
+- ``audit_api``, ``apikeys_api``: thin HTTP handlers over ``corral.store``.
+- ``apikey_command``: the ``corral apikey`` CLI.
+"""
