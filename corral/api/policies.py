@@ -85,7 +85,7 @@ class Targets(CorralModel):
     )
 
 
-GlobList = Annotated[list[Glob], Field(min_length=1, max_length=128)]
+GlobList = Annotated[list[Glob], Field(min_length=1, max_length=64)]
 
 
 def _items_need_methods(kind: str) -> CelRule:
@@ -146,7 +146,7 @@ class AccessPolicySpec(CorralModel):
         description="Callers the policy applies to; any one matching is enough."
     )
     targets: Targets = Field(description="Servers in this namespace the policy applies to.")
-    rules: Annotated[list[PolicyRule], Field(min_length=1, max_length=256)] = Field(
+    rules: Annotated[list[PolicyRule], Field(min_length=1, max_length=64)] = Field(
         description="Rules, evaluated together: a matching Deny wins, else a matching Allow."
     )
 

@@ -122,7 +122,9 @@ class TokenExchange(CorralModel):
         default=None, description="Requested scopes."
     )
     inject: TokenInjection = Field(
-        default_factory=TokenInjection, description="Where the obtained token goes."
+        default_factory=TokenInjection,
+        description="Where the obtained token goes.",
+        json_schema_extra={"default": {}},
     )
 
     cel_rules = (
@@ -252,7 +254,11 @@ class MCPServerSpec(CorralModel):
     filters: Annotated[list[Filter], Field(max_length=16, json_schema_extra=ENV_LIST)] | None = (
         Field(default=None, description="External filters, run in order.")
     )
-    audit: Audit = Field(default_factory=Audit, description="What audit events record.")
+    audit: Audit = Field(
+        default_factory=Audit,
+        description="What audit events record.",
+        json_schema_extra={"default": {}},
+    )
     egress: Egress | None = Field(default=None, description="Allowed outbound destinations.")
 
     cel_rules = (
