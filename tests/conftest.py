@@ -13,4 +13,5 @@ pytest_plugins = [
     "tests.fixtures.mcp_servers",
     "tests.fixtures.moto_server",
     "tests.fixtures.shim",
+    "tests.fixtures.cluster",
 ]

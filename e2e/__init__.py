@@ -1,0 +1,1 @@
+"""End-to-end test beds: real external parts that Corral's tests run against."""
