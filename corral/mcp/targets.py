@@ -98,7 +98,9 @@ def list_items(method: str, result: Any) -> tuple[TargetKind, str, list[Any]] | 
 def filter_list_result(
     method: str, result: Any, keep: Any
 ) -> tuple[dict[str, Any], list[str]] | None:
-    """A list result with only the items `keep(kind, name)` accepts, and the names dropped."""
+    """A list result with only the items `keep(kind, name)` accepts, and the names dropped.
+
+    The result is a new dict (a filtered list is per caller, so callers may mark it private)."""
     found = list_items(method, result)
     if found is None:
         return None

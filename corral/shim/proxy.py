@@ -456,7 +456,10 @@ def _filter_list(exchange: Exchange, method: str | None, body: dict[str, Any]) -
     )
     if filtered is None:
         return body
-    return {**body, "result": filtered[0]}
+    result = filtered[0]
+    if "cacheScope" in result:
+        result["cacheScope"] = "private"
+    return {**body, "result": result}
 
 
 def _list_method_by_shape(result: Any) -> str | None:
