@@ -8,5 +8,6 @@ through ``corral.store`` only. Modules so far:
 - ``app``: ``create_app(settings)``, the route table and the resources in ``cleanup_ctx``.
 - ``appkeys``: the typed application keys and the role checks handlers share.
 - ``audit_api``, ``apikeys_api``: thin HTTP handlers over ``corral.store``.
+- ``metrics``: the Prometheus metrics, one registry per application.
 - ``apikey_command``: the ``corral apikey`` CLI.
 """

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import orjson
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from corral.gateway import apikeys_api, audit_api
 from corral.gateway.appkeys import (
@@ -24,6 +25,7 @@ from corral.gateway.appkeys import (
     API_RESOURCE,
     AUDIT_WRITER,
     AUTHENTICATOR,
+    METRICS,
     POOL,
     SETTINGS,
     SHIM_TOKENS,
@@ -35,6 +37,7 @@ from corral.gateway.authn import (
     StaticAuthenticator,
 )
 from corral.gateway.bearer import METADATA_PREFIX, TokenDirectory
+from corral.gateway.metrics import GatewayMetrics
 from corral.gateway.settings import GatewaySettings
 from corral.store.audit import AuditWriter, maintain_partitions
 from corral.store.errors import TRANSIENT_ERRORS
@@ -51,11 +54,13 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app = web.Application(client_max_size=settings.max_ingest_bytes)
     app[SETTINGS] = settings
     app[SHIM_TOKENS] = TokenDirectory(settings.shim_tokens)
+    app[METRICS] = GatewayMetrics()
     app.cleanup_ctx.extend([_database, _authentication, _maintenance])
     app.router.add_routes(
         [
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),
+            web.get("/metrics", metrics_view),
             web.get(METADATA_PREFIX + API_RESOURCE, api_resource_metadata),
             web.post("/api/audit/ingest", audit_api.ingest_audit),
             web.get("/api/audit", audit_api.query_audit),
@@ -85,6 +90,12 @@ async def readyz(request: web.Request) -> web.Response:
             {"status": "unavailable", "reason": f"database: {type(error).__name__}"}, status=503
         )
     return web.json_response({"status": "ok"})
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    """Prometheus exposition of this replica's metrics."""
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def api_resource_metadata(request: web.Request) -> web.Response:

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from corral.gateway.authn import ApiKeyAuthenticator, Authenticator, Principal
 from corral.gateway.bearer import TokenDirectory, bearer_token, json_error, unauthorized
+from corral.gateway.metrics import GatewayMetrics
 from corral.gateway.settings import GatewaySettings
 from corral.store.audit import AuditWriter
 
@@ -16,6 +17,7 @@ AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 API_KEY_AUTHENTICATOR = web.AppKey("api_key_authenticator", ApiKeyAuthenticator)
 AUDIT_WRITER = web.AppKey("audit_writer", AuditWriter)
 SHIM_TOKENS = web.AppKey("shim_tokens", TokenDirectory)
+METRICS = web.AppKey("metrics", GatewayMetrics)
 
 API_RESOURCE = "/api"
 
@@ -27,6 +29,8 @@ async def require_principal(request: web.Request) -> Principal:
     principal = None
     if token is not None:
         principal = await request.app[AUTHENTICATOR].authenticate(token)
+    result = "ok" if principal is not None else "missing" if token is None else "invalid"
+    request.app[METRICS].authentications.labels(result).inc()
     if principal is None:
         raise unauthorized(
             settings.public_base_url, API_RESOURCE, token_presented=token is not None

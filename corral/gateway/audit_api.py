@@ -23,6 +23,7 @@ from aiohttp import web
 
 from corral.gateway.appkeys import (
     AUDIT_WRITER,
+    METRICS,
     POOL,
     SETTINGS,
     SHIM_TOKENS,
@@ -34,6 +35,7 @@ from corral.gateway.authn import Principal
 from corral.gateway.bearer import bearer_token, json_error
 from corral.gateway.settings import GatewaySettings
 from corral.store import audit_query
+from corral.store.audit import IngestResult
 from corral.store.audit_query import AuditQuery
 from corral.store.errors import InvalidInputError, StoreUnavailableError
 
@@ -160,6 +162,37 @@ async def export_audit(request: web.Request) -> web.StreamResponse:
 
 async def ingest_audit(request: web.Request) -> web.Response:
     """POST /api/audit/ingest: a shim's batch ``{"events": [...]}``, about its own server only."""
+    metrics = request.app[METRICS]
+    try:
+        with metrics.audit_ingest_seconds.time():
+            result = await _ingest(request)
+    except web.HTTPException as error:
+        metrics.audit_batches.labels(_BATCH_OUTCOMES.get(error.status, "error")).inc()
+        raise
+    metrics.audit_batches.labels("ok").inc()
+    metrics.audit_events.labels("stored").inc(result.stored)
+    metrics.audit_events.labels("duplicate").inc(result.duplicates)
+    metrics.audit_events.labels("out_of_window").inc(result.out_of_window)
+    body = orjson.dumps(
+        {
+            "stored": result.stored,
+            "duplicates": result.duplicates,
+            "out_of_window": result.out_of_window,
+        }
+    )
+    return web.Response(body=body, content_type="application/json")
+
+
+_BATCH_OUTCOMES = {
+    400: "invalid",
+    401: "unauthenticated",
+    403: "forbidden",
+    413: "too_large",
+    503: "unavailable",
+}
+
+
+async def _ingest(request: web.Request) -> IngestResult:
     settings = request.app[SETTINGS]
     token = bearer_token(request)
     server = None if token is None else request.app[SHIM_TOKENS].lookup(token)
@@ -181,19 +214,11 @@ async def ingest_audit(request: web.Request) -> web.Response:
                 403, "forbidden", f"events[{index}] is not about this shim's server {server}"
             )
     try:
-        result = await request.app[AUDIT_WRITER].ingest(events)
+        return await request.app[AUDIT_WRITER].ingest(events)
     except InvalidInputError as error:
         raise json_error(400, "invalid_request", str(error)) from None
     except StoreUnavailableError as error:
         raise json_error(503, "unavailable", str(error), **{"Retry-After": "1"}) from None
-    body = orjson.dumps(
-        {
-            "stored": result.stored,
-            "duplicates": result.duplicates,
-            "out_of_window": result.out_of_window,
-        }
-    )
-    return web.Response(body=body, content_type="application/json")
 
 
 async def _read_events(request: web.Request, settings: GatewaySettings) -> list[Any]:

@@ -132,12 +132,19 @@ async def test_ingest_needs_the_shim_token_and_its_own_server(
     assert "decision" in (await invalid.json())["message"]
     page = await (await client.get("/api/audit", headers=auth("auditor-token"))).json()
     assert page["events"] == []
+    metrics = await (await client.get("/metrics")).text()
+    assert 'corral_gateway_audit_batches_total{outcome="unauthenticated"} 2.0' in metrics
+    assert 'corral_gateway_audit_batches_total{outcome="forbidden"} 1.0' in metrics
+    assert 'corral_gateway_audit_batches_total{outcome="invalid"} 1.0' in metrics
 
 
 async def test_a_retried_batch_is_stored_once(client: TestClient[Any, Any]) -> None:
     events = make_events(20)
     assert (await ingest(client, events))["stored"] == 20
     assert await ingest(client, events) == {"stored": 0, "duplicates": 20, "out_of_window": 0}
+    metrics = await (await client.get("/metrics")).text()
+    assert 'corral_gateway_audit_events_total{result="stored"} 20.0' in metrics
+    assert 'corral_gateway_audit_events_total{result="duplicate"} 20.0' in metrics
 
 
 async def test_query_pages_and_views_per_role(client: TestClient[Any, Any]) -> None:
