@@ -344,22 +344,33 @@ class AuditWriter:
         return IngestResult(stored, len(kept) - stored, len(records) - len(kept))
 
     async def _store(self, records: list[Record]) -> int:
+        days = {record[0].date() for record in records}
         async with self._pool.acquire() as connection:
-            days = {record[0].date() for record in records} - self._known_days
-            if days:
-                await ensure_partitions(connection, days)
-                self._known_days |= days
-            async with connection.transaction():
-                await connection.execute(
-                    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} "
-                    "(LIKE audit_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-                )
-                await connection.copy_records_to_table(_STAGING, records=records, columns=COLUMNS)
-                names = ", ".join(COLUMNS)
-                status = await connection.execute(
-                    f"INSERT INTO audit_events ({names}) SELECT {names} FROM {_STAGING} "
-                    "ON CONFLICT (time, event_id) DO NOTHING"
-                )
+            try:
+                return await self._copy(connection, records, days)
+            except asyncpg.CheckViolationError:
+                # A day's partition went away under us (retention ran elsewhere): recreate it.
+                self._known_days -= days
+                return await self._copy(connection, records, days)
+
+    async def _copy(
+        self, connection: asyncpg.Connection, records: list[Record], days: set[date]
+    ) -> int:
+        missing = days - self._known_days
+        if missing:
+            await ensure_partitions(connection, missing)
+            self._known_days |= missing
+        async with connection.transaction():
+            await connection.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} "
+                "(LIKE audit_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+            await connection.copy_records_to_table(_STAGING, records=records, columns=COLUMNS)
+            names = ", ".join(COLUMNS)
+            status = await connection.execute(
+                f"INSERT INTO audit_events ({names}) SELECT {names} FROM {_STAGING} "
+                "ON CONFLICT (time, event_id) DO NOTHING"
+            )
         return int(status.rsplit(" ", 1)[1])
 
     def forget_partitions(self) -> None:

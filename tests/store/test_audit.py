@@ -270,3 +270,15 @@ def test_partitions_to_drop_is_pure_and_ignores_foreign_tables() -> None:
     assert audit.partitions_to_drop(names, date(2026, 11, 24), settings) == [
         "audit_events_p20261101",
     ]
+
+
+async def test_a_partition_dropped_elsewhere_is_recreated_on_ingest(
+    store_pool: asyncpg.Pool, writer: AuditWriter
+) -> None:
+    await writer.ingest([make_event(1)])
+    async with store_pool.acquire() as connection:
+        await connection.execute("DROP TABLE audit_events_p20261122")
+    result = await writer.ingest([make_event(2)])
+    assert result.stored == 1
+    async with store_pool.acquire() as connection:
+        assert await connection.fetchval("SELECT count(*) FROM audit_events") == 1
