@@ -16,24 +16,26 @@ from corral.api.base import CelRule, CorralModel, FieldRules, count_set
 
 GLOB_MAX = 256
 _GLOB_FORBIDDEN = frozenset("[]{}")
+_GLOB_FORBIDDEN_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf"})
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
 def glob_is_well_formed(pattern: str) -> bool:
-    """A glob is 1-256 characters, with no whitespace, control or format characters and no
-    `[`, `]`, `{`, `}` (character classes and braces are not supported; `*` and `?` are)."""
+    """A glob is 1-256 characters, with no separators (Unicode Z*: spaces), control (Cc) or
+    format (Cf) characters and no `[`, `]`, `{`, `}` (character classes and braces are not
+    supported; `*` and `?` are). Categories, not `\\s`, so Go's RE2 and Python agree."""
     if not 0 < len(pattern) <= GLOB_MAX:
         return False
     return not any(
-        c.isspace() or c in _GLOB_FORBIDDEN or unicodedata.category(c) in ("Cc", "Cf")
+        c in _GLOB_FORBIDDEN or unicodedata.category(c) in _GLOB_FORBIDDEN_CATEGORIES
         for c in pattern
     )
 
 
 GLOB_RULE = CelRule(
-    rule=r"self.matches('^[^\\s\\p{Cc}\\p{Cf}\\[\\]{}]+$')",
+    rule=r"self.matches('^[^\\p{Z}\\p{Cc}\\p{Cf}\\[\\]{}]+$')",
     message=(
         "must be a glob: `*` matches any run of characters, `?` one character; "
         "no spaces, control characters or [ ] { }"

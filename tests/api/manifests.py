@@ -118,6 +118,7 @@ INVALID: tuple[Invalid, ...] = (
     Invalid("tools-allow-space", server(tools={"allow": ["read file"]}), _GLOB),
     Invalid("tools-deny-brackets", server(tools={"deny": ["delete_[ab]"]}), _GLOB),
     Invalid("tools-deny-zero-width", server(tools={"deny": ["dele\u200bte_*"]}), _GLOB),
+    Invalid("tools-ideographic-space", server(tools={"allow": ["read\u3000file"]}), _GLOB),
     Invalid(
         "env-value-and-value-from",
         server(
