@@ -8,16 +8,9 @@ removes the directory. `python -m e2e.cluster.launcher` runs it in the foregroun
 from __future__ import annotations
 
 import argparse
-import base64
-import contextlib
-import ctypes
-import functools
-import os
 import shutil
 import signal
-import socket
 import ssl
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,257 +23,30 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
 
-import yaml
-from kubernetes import client, config
+from kubernetes import client
 
-from e2e.cluster import certs
+from e2e.cluster.access import Cluster, existing_cluster, kubeconfig_document
+from e2e.cluster.pki import Pki, write_pki
+from e2e.cluster.processes import Component, free_port, spawn
+from e2e.cluster.toolset import ClusterError, Toolset, build, cache_toolset, pinned_versions
 
-HERE = Path(__file__).resolve().parent
-BUILD_SCRIPT = HERE / "build"
-VERSIONS_FILE = HERE / "versions.env"
-BINARIES = (
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kubectl",
-    "kwok",
-    "helm",
-)
 SERVICE_CIDR = "10.0.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 POLL_INTERVAL = 0.2
 STOP_GRACE = 10.0
-LOG_TAIL_LINES = 40
 
-
-class ClusterError(RuntimeError):
-    """The control plane could not be built, started or reached; the message says what to do."""
-
-
-def pinned_versions() -> dict[str, str]:
-    """The versions pinned in versions.env, the single place they are set."""
-    versions: dict[str, str] = {}
-    for line in VERSIONS_FILE.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            versions[key.strip()] = value.strip()
-    return versions
-
-
-@dataclass(frozen=True)
-class Toolset:
-    """The built binaries and KWOK stages of one pinned version, in the build cache."""
-
-    directory: Path
-
-    def binary(self, name: str) -> Path:
-        return self.directory / "bin" / name
-
-    @property
-    def kwok_stages(self) -> Path:
-        return self.directory / "kwok-stages.yaml"
-
-    def missing(self) -> list[str]:
-        absent = [name for name in BINARIES if not os.access(self.binary(name), os.X_OK)]
-        if not self.kwok_stages.is_file():
-            absent.append(self.kwok_stages.name)
-        return absent
-
-
-def cache_toolset() -> Toolset:
-    """Where the build script puts (or has put) the pinned version's binaries."""
-    result = subprocess.run(
-        [str(BUILD_SCRIPT), "--print-dir"], capture_output=True, text=True, check=True
-    )
-    return Toolset(Path(result.stdout.strip()))
-
-
-def build(log: IO[str] | None = None) -> Toolset:
-    """Builds whatever is missing from the cache (a no-op when warm) and returns the toolset.
-
-    Build output goes to `log` when given, else to this process's stderr.
-    """
-    result = subprocess.run(
-        [str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stderr=log, text=True, check=False
-    )
-    if result.returncode != 0:
-        where = f"; its output is in {log.name}" if log is not None else ""
-        raise ClusterError(
-            f"{BUILD_SCRIPT} failed with exit code {result.returncode}{where}. "
-            "Fix what it reports (for a missing `go`, install Go 1.26 or newer) and run "
-            "`make cluster-build`."
-        )
-    toolset = Toolset(Path(result.stdout.strip().splitlines()[-1]))
-    if toolset.missing():
-        raise ClusterError(f"the build finished but {toolset.missing()} are missing")
-    return toolset
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """How to reach a running cluster: the interface tests and tools rely on."""
-
-    kubeconfig: Path
-    server: str
-    kubectl: Path
-    helm: Path
-
-    def api_client(self) -> client.ApiClient:
-        """A new Kubernetes API client for this cluster; close it (or use it in a `with`)."""
-        return config.new_client_from_config(config_file=str(self.kubeconfig))
-
-    def run_kubectl(
-        self, *args: str, stdin: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        """Runs the built kubectl against this cluster and returns its captured output."""
-        result = subprocess.run(
-            [str(self.kubectl), f"--kubeconfig={self.kubeconfig}", *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise ClusterError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
-        return result
-
-
-def existing_cluster(kubeconfig: Path, kubectl: Path, helm: Path) -> Cluster:
-    """Describes a cluster that something else runs, reached through `kubeconfig`."""
-    if not kubeconfig.is_file():
-        raise ClusterError(f"KUBECONFIG={kubeconfig} is not a file: point it at one kubeconfig")
-    configuration = client.Configuration()
-    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-    return Cluster(
-        kubeconfig=kubeconfig, server=str(configuration.host), kubectl=kubectl, helm=helm
-    )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _die_with_parent_hook() -> Callable[[], object]:
-    """A pre-exec hook that makes the kernel kill the child if the launcher dies first.
-
-    libc is loaded here, in the parent, so the child only makes one system call before exec.
-    """
-    pr_set_pdeathsig = 1
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    return functools.partial(prctl, pr_set_pdeathsig, int(signal.SIGKILL))
-
-
-@dataclass
-class Component:
-    """One running control-plane process and its log file."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def exited(self) -> int | None:
-        return self.process.poll()
-
-    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        if not self.log.exists():
-            return "(no log)"
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def rss_bytes(self) -> int:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        return 0
-
-
-@dataclass(frozen=True)
-class Pki:
-    """Paths of the certificates and keys written for one control plane."""
-
-    ca_cert: Path
-    ca_key: Path
-    serving_cert: Path
-    serving_key: Path
-    sa_private: Path
-    sa_public: Path
-    clients: dict[str, certs.KeyPair]
-
-
-def write_pki(directory: Path) -> Pki:
-    directory.mkdir(mode=0o700)
-    ca = certs.new_ca()
-    serving = certs.issue(
-        ca,
-        "kube-apiserver",
-        dns_names=[
-            "localhost",
-            "kubernetes",
-            "kubernetes.default",
-            "kubernetes.default.svc",
-            "kubernetes.default.svc.cluster.local",
-        ],
-        ip_addresses=["127.0.0.1", "10.0.0.1"],
-    )
-    sa_private, sa_public = certs.signing_key()
-    files = {
-        "ca.crt": ca.cert_pem,
-        "ca.key": ca.key_pem,
-        "apiserver.crt": serving.cert_pem,
-        "apiserver.key": serving.key_pem,
-        "sa.key": sa_private,
-        "sa.pub": sa_public,
-    }
-    for name, content in files.items():
-        (directory / name).write_bytes(content)
-        (directory / name).chmod(0o600)
-    clients = {
-        "admin": certs.issue(ca, "admin", organizations=["system:masters"]),
-        "kube-controller-manager": certs.issue(ca, "system:kube-controller-manager"),
-        "kube-scheduler": certs.issue(ca, "system:kube-scheduler"),
-    }
-    return Pki(
-        ca_cert=directory / "ca.crt",
-        ca_key=directory / "ca.key",
-        serving_cert=directory / "apiserver.crt",
-        serving_key=directory / "apiserver.key",
-        sa_private=directory / "sa.key",
-        sa_public=directory / "sa.pub",
-        clients=clients,
-    )
-
-
-def kubeconfig_document(server: str, ca_pem: bytes, user: str, pair: certs.KeyPair) -> str:
-    def b64(data: bytes) -> str:
-        return base64.b64encode(data).decode()
-
-    document = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "corral",
-                "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)},
-            }
-        ],
-        "users": [
-            {
-                "name": user,
-                "user": {
-                    "client-certificate-data": b64(pair.cert_pem),
-                    "client-key-data": b64(pair.key_pem),
-                },
-            }
-        ],
-        "contexts": [{"name": "corral", "context": {"cluster": "corral", "user": user}}],
-        "current-context": "corral",
-    }
-    return yaml.safe_dump(document, sort_keys=False)
+__all__ = [
+    "Cluster",
+    "ClusterError",
+    "ControlPlane",
+    "Toolset",
+    "build",
+    "cache_toolset",
+    "existing_cluster",
+    "main",
+    "pinned_versions",
+]
 
 
 def fake_node(name: str) -> dict[str, Any]:
@@ -329,16 +95,25 @@ class ControlPlane:
         return self._cluster
 
     @classmethod
-    def start(cls, toolset: Toolset, *, nodes: int = 2, timeout: float = 120.0) -> ControlPlane:
+    def start(
+        cls,
+        toolset: Toolset,
+        *,
+        nodes: int = 2,
+        timeout: float = 120.0,
+        temp_parent: Path | None = None,
+    ) -> ControlPlane:
         """Starts every component and returns once the cluster schedules onto Ready fake nodes.
 
-        On failure the tail of each component's log goes to stderr and everything is stopped.
+        The working directory is made under `temp_parent` (default: the system's temporary
+        directory). On failure the tail of each component's log goes to stderr and everything
+        is stopped.
         """
         if toolset.missing():
             raise ClusterError(
                 f"{toolset.directory} lacks {toolset.missing()}: run `make cluster-build`"
             )
-        plane = cls(toolset, Path(tempfile.mkdtemp(prefix="corral-k8s-")))
+        plane = cls(toolset, Path(tempfile.mkdtemp(prefix="corral-k8s-", dir=temp_parent)))
         try:
             plane._boot(nodes, _Deadline(timeout))
         except BaseException:
@@ -349,18 +124,7 @@ class ControlPlane:
 
     def _spawn(self, name: str, args: Sequence[str]) -> Component:
         log = self.workdir / "logs" / f"{name}.log"
-        log.parent.mkdir(exist_ok=True)
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [str(self.toolset.binary(name)), *args],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-                start_new_session=True,
-                preexec_fn=_die_with_parent_hook(),
-            )
-        component = Component(name, process, log)
+        component = spawn(name, [str(self.toolset.binary(name)), *args], log, cwd=self.workdir)
         self.components.append(component)
         return component
 
@@ -561,13 +325,7 @@ class ControlPlane:
     def stop(self) -> None:
         """Kills every component's process group, dependents first, and removes the directory."""
         for component in reversed(self.components):
-            _signal_group(component.process, signal.SIGTERM)
-            try:
-                component.process.wait(timeout=STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                _signal_group(component.process, signal.SIGKILL)
-                component.process.wait()
-            _signal_group(component.process, signal.SIGKILL)
+            component.stop(STOP_GRACE)
         self.components.clear()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -581,11 +339,6 @@ class ControlPlane:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signum)
 
 
 def _nodes_ready(core: client.CoreV1Api, names: Sequence[str]) -> bool:
