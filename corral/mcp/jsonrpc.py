@@ -101,6 +101,11 @@ def _refuse_constant(name: str) -> Any:
     raise ProtocolError(PARSE_ERROR, f"invalid JSON: {name} is not a JSON value")
 
 
+_STRICT_DECODER = json.JSONDecoder(
+    object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant
+)
+
+
 def decode_json(body: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     """Decode one JSON document strictly: size-limited, no duplicate keys, no NaN/Infinity."""
     if len(body) > max_bytes:
@@ -110,9 +115,7 @@ def decode_json(body: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
             http_status=413,
         )
     try:
-        return json.loads(
-            body, object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant
-        )
+        return _STRICT_DECODER.decode(body.decode())
     except ProtocolError:
         raise
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:

@@ -67,7 +67,7 @@ class ConfigWatcher:
 def _client(config: ShimConfig) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=config.upstream.max_connections)
     timeout = aiohttp.ClientTimeout(total=None, connect=config.upstream.connect_timeout_seconds)
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout)
 
 
 def create_apps(config_path: Path) -> tuple[web.Application, web.Application]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,7 +65,6 @@ class Exchange:
     session_id: str | None
     request: Message | None = None
     target: tuple[TargetKind, str] | None = None
-    server_events: list[AuditEvent] = field(default_factory=list)
 
     @property
     def method(self) -> str | None:
@@ -157,8 +156,6 @@ def _finish(exchange: Exchange, status: str, http_status: int | None) -> None:
     event.finish(status, http_status)
     state = exchange.state
     state.shipper.submit(event.to_dict())
-    for server_event in exchange.server_events:
-        state.shipper.submit(server_event.to_dict())
     state.metrics.messages.labels(event.method or "", status).inc()
     if exchange.request is not None and exchange.request.is_request:
         state.metrics.latency.labels(event.method or "").observe((event.latency_ms or 0) / 1000)
@@ -271,6 +268,7 @@ def _forward_headers(request: web.Request, runtime: Runtime) -> dict[str, str]:
         for name, value in request.headers.items()
         if name.lower() in REQUEST_HEADERS or name.lower().startswith("mcp-param-")
     }
+    headers["Accept-Encoding"] = "identity"
     headers.update(runtime.config.upstream.headers)
     return headers
 
@@ -323,7 +321,7 @@ async def _relay(
             runtime.config.upstream.url,
             data=body,
             headers=_forward_headers(request, runtime),
-            timeout=runtime.upstream_timeout,
+            timeout=runtime.stream_timeout if method == "GET" else runtime.upstream_timeout,
             allow_redirects=False,
         )
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -474,19 +472,19 @@ def _list_method_by_shape(result: Any) -> str | None:
 
 def _record_server_request(exchange: Exchange, message: Message) -> None:
     base = exchange.event
-    exchange.server_events.append(
-        AuditEvent(
-            namespace=base.namespace,
-            server=base.server,
-            direction="server",
-            method=message.method,
-            request_id=message.id,
-            session_id=exchange.session_id,
-            user=base.user,
-            groups=base.groups,
-            client_id=base.client_id,
-        )
+    server_event = AuditEvent(
+        namespace=base.namespace,
+        server=base.server,
+        direction="server",
+        method=message.method,
+        request_id=message.id,
+        session_id=exchange.session_id,
+        user=base.user,
+        groups=base.groups,
+        client_id=base.client_id,
     )
+    server_event.finish("ok")
+    exchange.state.shipper.submit(server_event.to_dict())
 
 
 def add_routes(app: web.Application, path: str) -> None:

@@ -33,6 +33,7 @@ class Runtime:
     filters: FilterChain
     redact_paths: tuple[tuple[str, ...], ...]
     upstream_timeout: aiohttp.ClientTimeout
+    stream_timeout: aiohttp.ClientTimeout
 
 
 def build_runtime(config: ShimConfig, metrics: ShimMetrics) -> Runtime:
@@ -59,6 +60,9 @@ def build_runtime(config: ShimConfig, metrics: ShimMetrics) -> Runtime:
             total=None,
             connect=config.upstream.connect_timeout_seconds,
             sock_read=config.upstream.timeout_seconds,
+        ),
+        stream_timeout=aiohttp.ClientTimeout(
+            total=None, connect=config.upstream.connect_timeout_seconds, sock_read=None
         ),
     )
 
