@@ -57,7 +57,7 @@ KINDS: tuple[Kind, ...] = (
         short_names=("mcps",),
         columns=(
             _READY,
-            _column("Tenancy", "string", ".spec.tenancy", "shared or perUser."),
+            _column("Tenancy", "string", ".status.tenancy", "shared or perUser, as in effect."),
             _column("Tools", "integer", ".status.toolCount", "Tools found at the last probe."),
             _column("URL", "string", ".status.url", "Gateway URL for clients."),
             _AGE,

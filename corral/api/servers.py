@@ -209,11 +209,12 @@ class MCPServerSpec(CorralModel):
     files: Annotated[list[FileSpec], Field(max_length=64, json_schema_extra=FILES_LIST)] | None = (
         Field(default=None, description="Files mounted into the server container only.")
     )
-    tenancy: Literal["shared", "perUser"] = Field(
-        default="shared",
+    tenancy: Literal["shared", "perUser"] | None = Field(
+        default=None,
         description=(
             "shared: one Deployment serves every allowed user. perUser: the gateway creates one "
-            "MCPServerInstance per user on first use and the operator runs it for that user alone."
+            "MCPServerInstance per user on first use and the operator runs it for that user alone. "
+            "Unset: the catalog entry's default, else shared."
         ),
     )
     replicas: Annotated[int, Field(ge=0, le=100)] | None = Field(
@@ -226,8 +227,12 @@ class MCPServerSpec(CorralModel):
             "calls; seconds or `15m`; 0 disables."
         ),
     )
-    startup_timeout: Duration = Field(
-        default="120s", description="How long the gateway waits for a starting server."
+    startup_timeout: Duration | None = Field(
+        default=None,
+        description=(
+            "How long the gateway waits for a starting server. Unset: the catalog entry's "
+            "default, else 120s."
+        ),
     )
     resources: ResourceRequirements | None = Field(
         default=None, description="CPU and memory of the server container."
@@ -254,10 +259,9 @@ class MCPServerSpec(CorralModel):
     filters: Annotated[list[Filter], Field(max_length=16, json_schema_extra=ENV_LIST)] | None = (
         Field(default=None, description="External filters, run in order.")
     )
-    audit: Audit = Field(
-        default_factory=Audit,
-        description="What audit events record.",
-        json_schema_extra={"default": {}},
+    audit: Audit | None = Field(
+        default=None,
+        description="What audit events record. Unset: the catalog entry's default, else metadata.",
     )
     egress: Egress | None = Field(default=None, description="Allowed outbound destinations.")
 
@@ -268,9 +272,9 @@ class MCPServerSpec(CorralModel):
             check=lambda s: count_set(s.catalog_entry, s.runtime) == 1,
         ),
         CelRule(
-            rule="self.tenancy == 'shared' || !has(self.replicas)",
+            rule="!has(self.replicas) || !has(self.tenancy) || self.tenancy == 'shared'",
             message="replicas applies only to tenancy shared (perUser runs one instance per user)",
-            check=lambda s: s.tenancy == "shared" or s.replicas is None,
+            check=lambda s: s.replicas is None or s.tenancy in (None, "shared"),
         ),
         CelRule(
             rule=(
@@ -281,9 +285,12 @@ class MCPServerSpec(CorralModel):
             check=lambda s: not _remote(s) or (s.env is None and s.files is None),
         ),
         CelRule(
-            rule="!has(self.runtime) || !has(self.runtime.remote) || self.tenancy == 'shared'",
+            rule=(
+                "!has(self.runtime) || !has(self.runtime.remote) || !has(self.tenancy) || "
+                "self.tenancy == 'shared'"
+            ),
             message="a remote server has no pods to run per user: use tenancy shared",
-            check=lambda s: not _remote(s) or s.tenancy == "shared",
+            check=lambda s: not _remote(s) or s.tenancy in (None, "shared"),
         ),
     )
 
@@ -302,6 +309,9 @@ class MCPServerStatus(CorralModel):
     )
     url: Annotated[str, Field(max_length=2048)] | None = Field(
         default=None, description="The gateway URL clients use."
+    )
+    tenancy: Literal["shared", "perUser"] | None = Field(
+        default=None, description="The tenancy in effect (from the spec or the catalog entry)."
     )
     ready_replicas: int | None = Field(default=None, description="Replicas ready to serve.")
     tools: Annotated[list[Annotated[str, Field(max_length=256)]], Field(max_length=4096)] | None = (

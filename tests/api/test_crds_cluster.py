@@ -109,7 +109,8 @@ def test_unknown_field_is_refused(crds_installed: Cluster, api_namespace: str) -
 def test_defaults_are_applied_and_null_is_pruned(
     crds_installed: Cluster, api_namespace: str
 ) -> None:
-    manifest = server(tenancy="perUser", replicas=None)
+    filters = [{"name": "f", "url": "https://filter.example.com/check"}]
+    manifest = server(tenancy="perUser", replicas=None, filters=filters)
     manifest["metadata"]["name"] = "defaults"
     manifest["spec"]["replicas"] = None
     result = _create(crds_installed, api_namespace, manifest, dry_run=False)
@@ -121,8 +122,9 @@ def test_defaults_are_applied_and_null_is_pruned(
     )
     spec = got["spec"]
     assert "replicas" not in spec
-    assert spec["startupTimeout"] == "120s"
-    assert spec["audit"] == {"payloads": "metadata"}
+    assert spec["tenancy"] == "perUser"
+    assert spec["filters"][0]["failurePolicy"] == "Fail"
+    assert spec["filters"][0]["timeoutSeconds"] == 5
     assert spec["runtime"]["container"]["port"] == 8080
     assert spec["runtime"]["container"]["transport"] == "streamable-http"
 
@@ -146,6 +148,7 @@ def test_get_mcps_prints_the_columns_and_status(
     status = {
         "status": {
             "toolCount": 7,
+            "tenancy": "shared",
             "url": "https://gw.example.com/mcp/ns/columns",
             "conditions": [
                 {

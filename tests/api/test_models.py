@@ -29,7 +29,7 @@ def test_wire_uses_camel_case_and_omits_unset_fields() -> None:
     assert wire["spec"]["idleTimeout"] == "5m"
     assert "idle_timeout" not in wire["spec"]
     assert "replicas" not in wire["spec"]
-    assert wire["spec"]["tenancy"] == "shared"
+    assert "tenancy" not in wire["spec"]
     assert wire["apiVersion"] == "corral.dev/v1alpha1"
 
 
@@ -111,4 +111,4 @@ def test_label_selector(selector: dict[str, Any], labels: dict[str, str], expect
 def test_models_are_immutable() -> None:
     model = MCPServer.model_validate(server())
     with pytest.raises(pydantic.ValidationError):
-        model.spec.tenancy = "perUser"  # type: ignore[misc]
+        model.spec.replicas = 3  # type: ignore[misc]
