@@ -1,9 +1,12 @@
 """Audit delivery: events batched to the gateway's ingest endpoint (or stdout), never lost silently.
 
 Wire format: `POST {url}` with `Authorization: Bearer <token>` and body `{"events": [...]}`;
-any 2xx is delivered. A batch that cannot be delivered goes to the spool (files in `spoolDir`,
-or memory when none is configured) and is retried, oldest first, before newer batches, so
-events arrive in order and once each (every event has a unique `id` for idempotent ingest).
+any 2xx is delivered. 413 and 400 split the batch until single events remain; a single event
+refused can never be stored and is dropped, counted and logged with its id; anything else is
+retried. A batch that cannot be
+delivered goes to the spool (files in `spoolDir`, or memory when none is configured) and is
+retried, oldest first, before newer batches, so events arrive in order and once each (every
+event has a unique `id` for idempotent ingest).
 When the queue or the spool is full, events are dropped, counted and logged.
 """
 
@@ -176,10 +179,9 @@ class AuditShipper:
     async def _deliver_spool(self) -> bool:
         while (oldest := self._spool.oldest()) is not None:
             handle, body = oldest
-            if not await self._post(body):
+            if not await self._deliver(orjson.loads(body)["events"]):
                 return False
             self._spool.remove(handle)
-            self._metrics.audit_sent.inc(len(orjson.loads(body)["events"]))
             self._metrics.audit_spool_bytes.set(self._spool.size())
         return True
 
@@ -189,8 +191,27 @@ class AuditShipper:
             sys.stdout.flush()
             self._metrics.audit_sent.inc(len(batch))
             return True
-        if await self._post(orjson.dumps({"events": batch})):
+        return await self._deliver(batch)
+
+    async def _deliver(self, batch: list[dict[str, Any]]) -> bool:
+        """Post a batch; False means retry later. A batch the ingest refuses (too large, or
+        invalid) is split in halves until single events remain; a single event refused can
+        never be delivered and is dropped, counted and logged with its id."""
+        outcome = await self._post(orjson.dumps({"events": batch}))
+        if outcome == "ok":
             self._metrics.audit_sent.inc(len(batch))
+            return True
+        if outcome in ("too_large", "invalid") and len(batch) > 1:
+            half = len(batch) // 2
+            return await self._deliver(batch[:half]) and await self._deliver(batch[half:])
+        if outcome in ("too_large", "invalid"):
+            self._metrics.audit_dropped.inc(len(batch))
+            log.error(
+                "audit ingest refused %d events as %s; dropping ids %s",
+                len(batch),
+                outcome,
+                ", ".join(str(event.get("id")) for event in batch),
+            )
             return True
         return False
 
@@ -204,7 +225,8 @@ class AuditShipper:
             )
         self._metrics.audit_spool_bytes.set(self._spool.size())
 
-    async def _post(self, body: bytes) -> bool:
+    async def _post(self, body: bytes) -> str:
+        """`ok`, `too_large`, `invalid` (never deliverable) or `retry`."""
         assert self._http is not None
         assert self._config.url is not None
         headers = {"Content-Type": "application/json"}
@@ -215,9 +237,11 @@ class AuditShipper:
             async with self._http.post(
                 self._config.url, data=body, headers=headers, timeout=timeout
             ) as response:
+                detail = (await response.read())[:500].decode(errors="replace")
                 if 200 <= response.status < 300:
-                    return True
-                log.warning("audit ingest answered %d; will retry", response.status)
+                    return "ok"
+                log.warning("audit ingest answered %d: %s", response.status, detail)
+                return {413: "too_large", 400: "invalid"}.get(response.status, "retry")
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("audit ingest unreachable (%s); spooling and retrying", exc)
-        return False
+        return "retry"

@@ -21,8 +21,11 @@ ShimFactory = Callable[..., ShimHandle]
 class Ingest:
     """The gateway's ingest endpoint, stoppable and restartable on the same port."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(
+        self, port: int, refuse: Callable[[list[dict[str, Any]]], int | None] = lambda e: None
+    ) -> None:
         self.port = port
+        self.refuse = refuse
         self.url = f"http://{LOOPBACK}:{port}/ingest"
         self.events: list[dict[str, Any]] = []
         self.tokens: set[str] = set()
@@ -36,7 +39,11 @@ class Ingest:
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.tokens.add(request.headers.get("Authorization", ""))
-        self.events.extend(orjson.loads(await request.read())["events"])
+        events = orjson.loads(await request.read())["events"]
+        refused = self.refuse(events)
+        if refused is not None:
+            return web.json_response({"error": "refused"}, status=refused)
+        self.events.extend(events)
         self.changed.set()
         return web.json_response({"accepted": True})
 
@@ -146,3 +153,29 @@ async def test_an_ingest_outage_loses_no_event_and_duplicates_none(
     assert spooled > 0
     assert ingest.calls[-1]["arguments"]["keys"] == ["message", "password"]
     assert not any(tmp_path.iterdir())  # noqa: ASYNC240
+
+
+def refuse_big_batches_and_request_13(events: list[dict[str, Any]]) -> int | None:
+    if len(events) > 2:
+        return 413
+    if any(event.get("requestId") == 13 for event in events):
+        return 400
+    return None
+
+
+async def test_refused_batches_are_split_and_only_bad_events_dropped(
+    shim_factory: ShimFactory, recording_upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    ingest = Ingest(free_port(), refuse_big_batches_and_request_13)
+    await ingest.start()
+    shim = shim_factory(recording_upstream.url, audit=audit_config(ingest, tmp_path, "none"))
+    async with aiohttp.ClientSession() as http:
+        for request_id in range(1, 21):
+            await call(http, shim, request_id)
+        await ingest.wait_for(lambda: len(ingest.calls) >= 19)
+        dropped = await poll_metric(http, shim, "corral_shim_audit_events_dropped_total")
+    await ingest.stop()
+    assert sorted(event["requestId"] for event in ingest.calls) == [
+        n for n in range(1, 21) if n != 13
+    ]
+    assert dropped == 1
