@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from corral.api.base import GROUP, VERSION
+from corral.api.base import GROUP, VALIDATIONS_KEY, VERSION
 from corral.api.kinds import CATEGORIES, KINDS, Kind
 
 _DROP = ("title",)
@@ -92,7 +92,9 @@ def _top_schema(kind: Kind) -> dict[str, Any]:
     schema = kind.model.model_json_schema(by_alias=True, mode="validation")
     defs = schema.get("$defs", {})
     props = schema["properties"]
+    rules = [rule.schema() for rule in kind.model.cel_rules]
     return {
+        **({VALIDATIONS_KEY: rules} if rules else {}),
         "type": "object",
         "description": kind.description,
         "required": ["spec"],

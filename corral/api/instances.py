@@ -15,6 +15,7 @@ from corral.api.base import CelRule, CorralModel
 from corral.api.common import DnsSubdomain
 from corral.api.conditions import ConditionList
 from corral.api.meta import ObjectMeta
+from corral.api.servers import SERVER_NAME_RULE
 
 
 class InstanceOwner(CorralModel):
@@ -63,6 +64,8 @@ class MCPServerInstanceStatus(CorralModel):
 
 class MCPServerInstance(CorralModel):
     """An MCPServerInstance resource."""
+
+    cel_rules = (SERVER_NAME_RULE,)
 
     api_version: Literal["corral.dev/v1alpha1"] = Field(
         default="corral.dev/v1alpha1", description="API version."

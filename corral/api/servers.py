@@ -6,6 +6,7 @@ in `corral.operator`.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -322,8 +323,31 @@ class MCPServerStatus(CorralModel):
     last_activity: datetime | None = Field(default=None, description="Time of the last call.")
 
 
+def server_name_ok(name: str | None) -> bool:
+    """Whether `name` can name the Deployment and Service built for a server (DNS-1035 label,
+    at most 50 characters to leave room for suffixes). None means not yet known."""
+    return name is None or (len(name) <= SERVER_NAME_MAX and _DNS_1035.fullmatch(name) is not None)
+
+
+SERVER_NAME_MAX = 50
+_DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+SERVER_NAME_RULE = CelRule(
+    rule=(
+        f"self.metadata.name.size() <= {SERVER_NAME_MAX} && "
+        "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"
+    ),
+    message=(
+        f"name must start with a letter, use only lower case letters, digits and '-', and be at "
+        f"most {SERVER_NAME_MAX} characters (it names a Service)"
+    ),
+    check=lambda m: server_name_ok(m.metadata.name),
+)
+
+
 class MCPServer(CorralModel):
     """An MCPServer resource."""
+
+    cel_rules = (SERVER_NAME_RULE,)
 
     api_version: Literal["corral.dev/v1alpha1"] = Field(
         default="corral.dev/v1alpha1", description="API version."

@@ -265,6 +265,16 @@ INVALID: tuple[Invalid, ...] = (
     ),
     Invalid("catalog-runtime-empty", catalog(runtime={"npx": None}), _RUNTIME_ONE),
     Invalid(
+        "server-name-starts-with-digit",
+        {**server(), "metadata": {"name": "1password"}},
+        "name must start with a letter, use only lower case letters, digits and '-'",
+    ),
+    Invalid(
+        "server-name-too-long",
+        {**server(), "metadata": {"name": "a" * 51}},
+        "and be at most 50 characters (it names a Service)",
+    ),
+    Invalid(
         "tenancy-unknown", server(tenancy="private"), 'Unsupported value: "private"', cel=False
     ),
     Invalid(

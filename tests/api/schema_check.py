@@ -110,7 +110,7 @@ def validate(schema: dict[str, Any], value: Any, path: str = "") -> list[str]:
                 errors.extend(validate(props[key], sub, f"{path}.{key}"))
             elif isinstance(extra, dict):
                 errors.extend(validate(extra, sub, f"{path}.{key}"))
-            elif not schema.get("x-kubernetes-preserve-unknown-fields"):
+            elif props and not schema.get("x-kubernetes-preserve-unknown-fields"):
                 errors.append(f"{path}.{key}: unknown field")
     elif isinstance(value, list) and "items" in schema:
         for i, item in enumerate(value):
@@ -127,5 +127,4 @@ def validate(schema: dict[str, Any], value: Any, path: str = "") -> list[str]:
 def check_object(crd: dict[str, Any], obj: dict[str, Any]) -> list[str]:
     """Validate a whole object against a CRD as the API server would on create."""
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    body = {k: v for k, v in obj.items() if k != "metadata"}
-    return validate(schema, apply_defaults(schema, body))
+    return validate(schema, apply_defaults(schema, obj))

@@ -10,6 +10,11 @@ often. Converting the activation dominates its cost (about 1 us per element), so
 variables an expression names are handed over. Neither matches the Kubernetes CEL extension
 libraries, which policies do not need.
 
+CEL sees `tool`, `resource` and `prompt` exactly as sent (no folding): a Deny meant to catch every
+spelling of a name belongs in the rule's `tools` globs, which fold; `when` is for arguments and
+identity. Expressions are trusted (written by policy authors) and run without a cost limit; the
+shim bounds the size of `args` by its request size limit.
+
 Rule: an expression that fails to compile or to evaluate, or evaluates to something other than a
 bool, is an error. Callers decide what an error means (a Deny fails closed, an Allow does not
 match); this module only reports it.

@@ -75,7 +75,8 @@ class Caller:
 
 @dataclass(frozen=True)
 class ServerRef:
-    """The server a request goes to."""
+    """The server a request goes to. For a perUser instance: its parent MCPServer's namespace,
+    name, labels and catalog entry (policies target servers, not instances)."""
 
     namespace: str
     name: str
