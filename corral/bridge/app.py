@@ -15,7 +15,9 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from corral.bridge.backends import BackendUnavailableError, Launcher
 from corral.bridge.children import Spawner
+from corral.bridge.legacy_sse import SSELauncher
 from corral.bridge.sessions import BridgeSession, Outbox, SessionGoneError, SessionTable
 from corral.mcp import eras, jsonrpc, sse
 from corral.mcp.jsonrpc import ProtocolError
@@ -30,7 +32,8 @@ LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 class BridgeSettings:
     """How the bridge runs its server and serves it."""
 
-    argv: tuple[str, ...]
+    argv: tuple[str, ...] = ()
+    sse_url: str | None = None
     path: str = "/mcp"
     max_message_bytes: int = jsonrpc.DEFAULT_MAX_BYTES
 
@@ -99,7 +102,11 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
 async def _initialize(request: web.Request, message: jsonrpc.Message, body: bytes) -> web.Response:
     if not message.is_request:
         return error_reply(400, jsonrpc.INVALID_REQUEST, "initialize must be a request")
-    session = await request.app[SESSIONS].create()
+    try:
+        session = await request.app[SESSIONS].create()
+    except BackendUnavailableError as exc:
+        log.warning("cannot start a session: %s", exc)
+        return error_reply(502, jsonrpc.UPSTREAM_UNAVAILABLE, str(exc), message.id)
     outbox = session.open_request(message)
     try:
         await session.send(body)
@@ -205,7 +212,10 @@ def create_app(settings: BridgeSettings) -> web.Application:
     """The bridge application: the MCP endpoint and /healthz."""
     app = web.Application(client_max_size=settings.max_message_bytes + 1)
     app[SETTINGS] = settings
-    app[SESSIONS] = SessionTable(Spawner(settings.argv))
+    launcher: Launcher = (
+        SSELauncher(settings.sse_url) if settings.sse_url is not None else Spawner(settings.argv)
+    )
+    app[SESSIONS] = SessionTable(launcher)
     app.router.add_post(settings.path, handle_post)
     app.router.add_get(settings.path, handle_get)
     app.router.add_delete(settings.path, handle_delete)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from corral.bridge.backends import Backend, BackendUnavailableError
 from corral.mcp.jsonrpc import Message, parse_trusted
 
 log = logging.getLogger(__name__)
@@ -33,14 +34,14 @@ class Child:
         process: asyncio.subprocess.Process,
         label: str,
         on_message: Callable[[Message], None],
-        on_exit: Callable[[int], None],
+        on_exit: Callable[[str], None],
     ) -> None:
         self._process = process
         self._label = label
         self._on_message = on_message
         self._on_exit = on_exit
         self._stopping = False
-        self.started = time.monotonic()
+        self._started = time.monotonic()
         self._tasks = [
             asyncio.create_task(self._read_stdout(), name=f"{label} stdout"),
             asyncio.create_task(self._read_stderr(), name=f"{label} stderr"),
@@ -54,6 +55,10 @@ class Child:
     @property
     def stopping(self) -> bool:
         return self._stopping
+
+    @property
+    def started(self) -> float:
+        return self._started
 
     async def send(self, body: bytes) -> None:
         """Write one message (already serialised, without newline) to the child's stdin."""
@@ -90,7 +95,7 @@ class Child:
                 await asyncio.wait_for(asyncio.shield(task), 1.0)
         if not self._stopping:
             log.warning("%s: server process %d exited with code %d", self._label, self.pid, code)
-        self._on_exit(code)
+        self._on_exit(f"the MCP server process exited with code {code}")
 
     async def stop(self, grace: float = 5.0) -> None:
         """Terminate the child's whole process group and wait for it."""
@@ -130,7 +135,7 @@ class Spawner:
             return 0.0
         return float(min(self.max_backoff, 0.5 * 2 ** (self._early_exits - 1)))
 
-    def record_exit(self, child: Child) -> None:
+    def record_exit(self, child: Backend) -> None:
         """Count a crash (an exit we did not ask for, soon after start) or reset the count."""
         if child.stopping:
             return
@@ -143,7 +148,7 @@ class Spawner:
         self,
         label: str,
         on_message: Callable[[Message], None],
-        on_exit: Callable[[int], None],
+        on_exit: Callable[[str], None],
     ) -> Child:
         """Start one child, after the current backoff delay."""
         delay = self.backoff()
@@ -153,14 +158,20 @@ class Spawner:
         kwargs: dict[str, Any] = {}
         if self.env is not None:
             kwargs["env"] = dict(self.env)
-        process = await asyncio.create_subprocess_exec(
-            *self.argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            limit=MAX_LINE_BYTES,
-            **kwargs,
-        )
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self.argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                limit=MAX_LINE_BYTES,
+                **kwargs,
+            )
+        except OSError as exc:
+            raise BackendUnavailableError(f"cannot start {self.argv[0]!r}: {exc}") from exc
         log.info("%s: started %s as pid %d", label, self.argv[0], process.pid)
         return Child(process, label, on_message, on_exit)
+
+    async def aclose(self) -> None:
+        """Nothing to release: each child is stopped with its session."""

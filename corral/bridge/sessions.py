@@ -14,7 +14,7 @@ import secrets
 from collections import OrderedDict, deque
 from typing import Any
 
-from corral.bridge.children import Child, Spawner
+from corral.bridge.backends import Backend, Launcher
 from corral.mcp.jsonrpc import UPSTREAM_UNAVAILABLE, Message, RequestId, error_response
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class BridgeSession:
 
     def __init__(self, session_id: str) -> None:
         self.id = session_id
-        self.child: Child | None = None
+        self.child: Backend | None = None
         self.exit_reason: str | None = None
         self._pending: dict[RequestId, Outbox] = {}
         self._progress: dict[str | int, RequestId] = {}
@@ -98,11 +98,9 @@ class BridgeSession:
                 log.warning("session %s: backlog full, dropping the oldest message", self.id)
             self._backlog.append(body)
 
-    def child_exited(self, code: int) -> None:
+    def child_exited(self, why: str) -> None:
         """Fail every request in flight with a clear error and end the session's streams."""
-        self.exit_reason = (
-            f"the MCP server process exited with code {code}; start a new session (initialize)"
-        )
+        self.exit_reason = f"{why}; start a new session (initialize)"
         for request_id, outbox in self._pending.items():
             outbox.put_nowait(error_response(request_id, UPSTREAM_UNAVAILABLE, self.exit_reason))
             outbox.put_nowait(None)
@@ -127,9 +125,9 @@ class BridgeSession:
 
 
 class SessionTable:
-    """Every live session of one bridge, and the spawner that gives each its process."""
+    """Every live session of one bridge, and the launcher that gives each its backend."""
 
-    def __init__(self, spawner: Spawner) -> None:
+    def __init__(self, spawner: Launcher) -> None:
         self._spawner = spawner
         self._sessions: dict[str, BridgeSession] = {}
         self._ended: OrderedDict[str, str] = OrderedDict()
@@ -149,11 +147,11 @@ class SessionTable:
         session = BridgeSession(secrets.token_urlsafe(24))
         label = f"session {session.id[:8]}"
 
-        def exited(code: int) -> None:
+        def exited(why: str) -> None:
             if session.child is not None:
                 self._spawner.record_exit(session.child)
             self._sessions.pop(session.id, None)
-            session.child_exited(code)
+            session.child_exited(why)
             if session.exit_reason is not None and not session.child_stopped:
                 self._ended[session.id] = session.exit_reason
                 while len(self._ended) > ENDED_REMEMBERED:
@@ -174,3 +172,4 @@ class SessionTable:
 
     async def close_all(self) -> None:
         await asyncio.gather(*(self.close(sid) for sid in list(self._sessions)))
+        await self._spawner.aclose()

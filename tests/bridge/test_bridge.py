@@ -188,3 +188,47 @@ async def test_stopping_the_bridge_ends_every_server_process(
     (child,) = children_of(process.pid)
     process.stop()
     assert not alive(child)
+
+
+async def test_a_legacy_sse_server_through_the_bridge(
+    bridge_process: Callable[..., tuple[RunningProcess, str]], everything_sse: str
+) -> None:
+    _, url = bridge_process(sse_url=everything_sse)
+    seen: list[float] = []
+
+    async def progress(value: float, total: float | None, message: str | None) -> None:
+        seen.append(value)
+
+    async def sampling(context: Any, params: types.CreateMessageRequestParams) -> Any:
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text="via sse"), model="m"
+        )
+
+    async with (
+        sdk_session(url, sampling_callback=sampling) as one,
+        sdk_session(url) as two,
+    ):
+        echoed = await one.call_tool("echo", {"message": "legacy"})
+        assert echoed.content[0].text == "Echo: legacy"  # type: ignore[union-attr]
+        await two.call_tool(
+            "trigger-long-running-operation",
+            {"duration": 0.3, "steps": 3},
+            progress_callback=progress,
+        )
+        sampled = await one.call_tool("trigger-sampling-request", {"prompt": "p"})
+    assert seen == [1, 2, 3]
+    assert "via sse" in str(sampled.content)
+
+
+async def test_an_unreachable_sse_server_fails_initialize_clearly(
+    bridge_process: Callable[..., tuple[RunningProcess, str]],
+) -> None:
+    _, url = bridge_process(sse_url="http://127.0.0.1:9/sse")
+    async with httpx2.AsyncClient() as http:
+        response = await http.post(
+            url,
+            json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
+            headers={"Accept": "application/json, text/event-stream"},
+        )
+    assert response.status_code == 502
+    assert "cannot reach the SSE server" in response.json()["error"]["message"]
