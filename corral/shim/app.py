@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from corral.shim.config import ConfigError, ShimConfig, load_config
 from corral.shim.metrics import ShimMetrics
 from corral.shim.proxy import STATE, add_routes
-from corral.shim.runtime import ShimState, build_runtime
+from corral.shim.runtime import Runtime, ShimState, build_runtime
 from corral.shim.shipper import AuditShipper
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class ConfigWatcher:
             metrics.config_reloads.labels("error").inc()
             log.error("configuration change refused, keeping the running one: %s", exc)
             return False
+        _log_problems(runtime)
         self._state.runtime = runtime
         metrics.config_reloads.labels("ok").inc()
         log.info("configuration reloaded from %s", self._path)
@@ -62,6 +63,11 @@ class ConfigWatcher:
         while True:
             await asyncio.sleep(self._state.runtime.config.reload_interval_seconds)
             self.check()
+
+
+def _log_problems(runtime: Runtime) -> None:
+    for problem in getattr(runtime.authorizer, "problems", ()):
+        log.warning("policy problem (the rule fails closed): %s", problem)
 
 
 def _client(config: ShimConfig) -> aiohttp.ClientSession:
@@ -76,6 +82,7 @@ def create_apps(config_path: Path) -> tuple[web.Application, web.Application]:
     config = load_config(config_path)
     metrics = ShimMetrics()
     runtime = build_runtime(config, metrics)
+    _log_problems(runtime)
     app = web.Application(client_max_size=config.limits.max_message_bytes + 1)
     admin = web.Application()
     holder: dict[str, ShimState] = {}

@@ -35,6 +35,8 @@ from corral.shim.runtime import Runtime, ShimState
 
 log = logging.getLogger(__name__)
 
+CLIENT_INFO_META_KEY = "io.modelcontextprotocol/clientInfo"
+
 STATE = web.AppKey("state", ShimState)
 
 REQUEST_HEADERS = frozenset(
@@ -139,6 +141,8 @@ def _start(request: web.Request) -> Exchange:
         raise Refusal(
             rpc_reply(404, jsonrpc.INVALID_REQUEST, "unknown session: initialize a new one")
         )
+    if session_id is not None and event.client_name is None:
+        event.client_name, event.client_version = state.owners.client_of(session_id)
     return exchange
 
 
@@ -199,6 +203,8 @@ async def _admit(request: web.Request, exchange: Exchange) -> bytes:
     event = exchange.event
     event.method = message.method
     event.request_id = message.id
+    if event.client_name is None:
+        event.client_name, event.client_version = _client_info(message)
     if message.method is None:
         return body
     target = target_of(message)
@@ -240,6 +246,21 @@ async def _admit(request: web.Request, exchange: Exchange) -> bytes:
             )
         )
     return await _request_filters(exchange, message, body)
+
+
+def _client_info(message: Message) -> tuple[str | None, str | None]:
+    """The client's name and version from initialize's clientInfo or a stateless `_meta`."""
+    info = message.params.get("clientInfo") if message.method == "initialize" else None
+    if info is None:
+        meta = message.params.get("_meta")
+        info = meta.get(CLIENT_INFO_META_KEY) if isinstance(meta, dict) else None
+    if not isinstance(info, dict):
+        return None, None
+    name, version = info.get("name"), info.get("version")
+    return (
+        name if isinstance(name, str) else None,
+        version if isinstance(version, str) else None,
+    )
 
 
 async def _request_filters(exchange: Exchange, message: Message, body: bytes) -> bytes:
@@ -336,6 +357,9 @@ async def _relay(
         session_id = upstream.headers.get("Mcp-Session-Id")
         if session_id is not None and exchange.session_id is None:
             exchange.state.owners.bind(session_id, exchange.identity.subject)
+            exchange.state.owners.set_client(
+                session_id, exchange.event.client_name, exchange.event.client_version
+            )
             exchange.session_id = session_id
             exchange.event.session_id = session_id
         content_type = upstream.headers.get("Content-Type", "")

@@ -21,6 +21,7 @@ class SessionOwners:
     def __init__(self, max_sessions: int = 100_000, max_pending: int = 100_000) -> None:
         self._owners: OrderedDict[str, str] = OrderedDict()
         self._pending: OrderedDict[tuple[str, RequestId], str] = OrderedDict()
+        self._clients: OrderedDict[str, tuple[str | None, str | None]] = OrderedDict()
         self._max_sessions = max_sessions
         self._max_pending = max_pending
 
@@ -41,6 +42,15 @@ class SessionOwners:
     def end(self, session_id: str) -> None:
         """The session was deleted: nobody may use its id again."""
         self.bind(session_id, _ENDED)
+
+    def set_client(self, session_id: str, name: str | None, version: str | None) -> None:
+        """The client software that created the session (from initialize's clientInfo)."""
+        self._clients[session_id] = (name, version)
+        while len(self._clients) > self._max_sessions:
+            self._clients.popitem(last=False)
+
+    def client_of(self, session_id: str) -> tuple[str | None, str | None]:
+        return self._clients.get(session_id, (None, None))
 
     def remember(self, session_id: str, request_id: RequestId, method: str) -> None:
         self._pending[(session_id, request_id)] = method

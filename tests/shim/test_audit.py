@@ -179,3 +179,41 @@ async def test_refused_batches_are_split_and_only_bad_events_dropped(
         n for n in range(1, 21) if n != 13
     ]
     assert dropped == 1
+
+
+async def test_client_name_and_version_come_from_initialize(
+    shim_factory: ShimFactory, recording_upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    ingest = Ingest(free_port())
+    await ingest.start()
+    shim = shim_factory(recording_upstream.url, audit=audit_config(ingest, tmp_path, "none"))
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "inspector", "version": "0.9"},
+        },
+    }
+    cancel = {
+        "jsonrpc": "2.0",
+        "method": "notifications/cancelled",
+        "params": {"requestId": 3, "reason": "user"},
+    }
+    async with aiohttp.ClientSession() as http:
+        headers = {ASSERTION_HEADER: shim.assertion(), "Accept": "application/json"}
+        async with http.post(shim.url, json=initialize, headers=headers) as response:
+            session = {"Mcp-Session-Id": response.headers["Mcp-Session-Id"]}
+        headers = {ASSERTION_HEADER: shim.assertion(), "Accept": "application/json", **session}
+        async with http.post(shim.url, json=cancel, headers=headers) as response:
+            assert response.status == 202
+    await ingest.wait_for(
+        lambda: any(e.get("method") == "notifications/cancelled" for e in ingest.events)
+    )
+    await ingest.stop()
+    (cancelled,) = [e for e in ingest.events if e.get("method") == "notifications/cancelled"]
+    assert (cancelled["clientName"], cancelled["clientVersion"]) == ("inspector", "0.9")
+    assert cancelled["sessionId"] == "recorded-session"
+    assert recording_upstream.calls("notifications/cancelled")[0]["params"]["requestId"] == 3
