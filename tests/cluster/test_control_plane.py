@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import uuid
 from typing import Any
 
@@ -59,6 +60,26 @@ def test_api_server_reports_the_pinned_version(k8s_cluster: Cluster) -> None:
     with k8s_cluster.api_client() as api:
         info = client.VersionApi(api).get_code()
     assert info.git_version == pinned_versions()["KUBERNETES_VERSION"]
+
+
+def test_kubectl_and_helm_are_the_pinned_builds_and_reach_the_cluster(
+    k8s_cluster: Cluster,
+) -> None:
+    versions = pinned_versions()
+    client_version = json.loads(k8s_cluster.run_kubectl("version", "--client", "-o", "json").stdout)
+    assert client_version["clientVersion"]["gitVersion"] == versions["KUBERNETES_VERSION"]
+    helm = [str(k8s_cluster.helm), f"--kubeconfig={k8s_cluster.kubeconfig}"]
+    helm_version = subprocess.run(
+        [*helm, "version", "--short"], capture_output=True, text=True, check=True
+    )
+    assert helm_version.stdout.startswith(versions["HELM_VERSION"])
+    releases = subprocess.run(
+        [*helm, "list", "--all-namespaces", "--output", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert isinstance(json.loads(releases.stdout), list)
 
 
 def test_deployment_pods_are_scheduled_on_kwok_nodes_and_become_ready(
