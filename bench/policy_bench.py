@@ -9,6 +9,11 @@ groups. Figures: decisions per second for `tools/call` on random (caller, server
 requests an exact-name Allow rule matches, once with plain rules and once with a `when` on every
 rule (the cost of CEL), and items per second when filtering 100-tool lists. Views per (server,
 caller) are warmed first: their one-time build is part of the first call of each pair.
+
+Measured on the shared 2-core development machine (load average about 3, Python 3.11):
+plain rules 165,000-188,000 decisions/s (5-6 us); a `when` reading `args` and `user` on every
+rule 22,000/s when a rule matches (45 us: one CEL evaluation, mostly converting `user`), and
+105,000/s on random requests (few candidates to evaluate); list filtering 130,000-170,000 items/s.
 """
 
 from __future__ import annotations

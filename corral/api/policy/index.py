@@ -313,15 +313,33 @@ class _ServerTable:
         return view
 
 
+def _compile_when(source: str, seen: dict[str, When | CelError]) -> When:
+    """`When.compile`, once per distinct source text in one build."""
+    compiled = seen.get(source)
+    if compiled is None:
+        try:
+            compiled = When.compile(source)
+        except CelError as error:
+            compiled = error
+        seen[source] = compiled
+    if isinstance(compiled, CelError):
+        raise compiled
+    return compiled
+
+
 def _compile_rules(
-    policy: AccessPolicy, ordinal: int, key: str, subjects: _Subjects
+    policy: AccessPolicy,
+    ordinal: int,
+    key: str,
+    subjects: _Subjects,
+    seen: dict[str, When | CelError],
 ) -> tuple[list[_Rule], list[str]]:
     rules, problems = [], []
     for index, rule in enumerate(policy.spec.rules):
         when, when_error = None, None
         if rule.when is not None:
             try:
-                when = When.compile(rule.when)
+                when = _compile_when(rule.when, seen)
             except CelError as error:
                 when_error = str(error)
                 problems.append(f"{key} rule {index}: when {error}")
@@ -372,10 +390,11 @@ class PolicyIndex:
             key=lambda t: (t[0], t[1]),
         )
         compiled, problems = [], []
+        seen: dict[str, When | CelError] = {}
         for ordinal, (namespace, name, policy) in enumerate(keyed):
             key = f"{namespace}/{name}"
             subjects = _Subjects.compile(policy.spec.subjects)
-            rules, rule_problems = _compile_rules(policy, ordinal, key, subjects)
+            rules, rule_problems = _compile_rules(policy, ordinal, key, subjects, seen)
             problems.extend(rule_problems)
             targets = policy.spec.targets
             compiled.append(
