@@ -8,6 +8,7 @@ removes the directory. `python -m e2e.cluster.launcher` runs it in the foregroun
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import signal
 import ssl
@@ -35,6 +36,7 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 POLL_INTERVAL = 0.2
 STOP_GRACE = 10.0
+PORT_RACE_ATTEMPTS = 3
 
 __all__ = [
     "Cluster",
@@ -78,6 +80,10 @@ class _Deadline:
         return self.seconds - (time.monotonic() - self.started)
 
 
+class PortTakenError(ClusterError):
+    """A component could not bind the free port picked for it: something else took it first."""
+
+
 class ControlPlane:
     """etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK, started together."""
 
@@ -113,12 +119,25 @@ class ControlPlane:
             raise ClusterError(
                 f"{toolset.directory} lacks {toolset.missing()}: run `make cluster-build`"
             )
+        for _ in range(PORT_RACE_ATTEMPTS - 1):
+            with contextlib.suppress(PortTakenError):
+                return cls._start_once(toolset, nodes, timeout, temp_parent)
+            print("a port was taken before a component bound it; starting again", file=sys.stderr)
+        return cls._start_once(toolset, nodes, timeout, temp_parent)
+
+    @classmethod
+    def _start_once(
+        cls, toolset: Toolset, nodes: int, timeout: float, temp_parent: Path | None
+    ) -> ControlPlane:
         plane = cls(toolset, Path(tempfile.mkdtemp(prefix="corral-k8s-", dir=temp_parent)))
         try:
             plane._boot(nodes, _Deadline(timeout))
-        except BaseException:
+        except BaseException as error:
+            lost_port_race = plane.lost_port_race()
             plane.print_log_tails(sys.stderr)
             plane.stop()
+            if lost_port_race:
+                raise PortTakenError(str(error)) from error
             raise
         return plane
 
@@ -309,6 +328,13 @@ class ControlPlane:
             if deadline.remaining() <= 0:
                 raise ClusterError(f"timed out after {deadline.seconds:.0f} s waiting for {what}")
             time.sleep(POLL_INTERVAL)
+
+    def lost_port_race(self) -> bool:
+        """Whether a component exited because its free port was taken before it could bind."""
+        return any(
+            component.exited() is not None and "address already in use" in component.log_tail()
+            for component in self.components
+        )
 
     def failed_components(self) -> list[str]:
         return [c.name for c in self.components if c.exited() is not None]
