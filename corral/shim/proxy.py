@@ -172,13 +172,15 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
             f"message of {request.content_length} bytes exceeds the limit of {limit} bytes",
             http_status=413,
         )
-    body = await request.content.read(limit + 1)
+    too_large = ProtocolError(
+        jsonrpc.INVALID_REQUEST, f"message exceeds the limit of {limit} bytes", http_status=413
+    )
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large from None
     if len(body) > limit:
-        raise ProtocolError(
-            jsonrpc.INVALID_REQUEST,
-            f"message exceeds the limit of {limit} bytes",
-            http_status=413,
-        )
+        raise too_large
     return body
 
 

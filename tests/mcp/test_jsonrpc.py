@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from corral.mcp import jsonrpc
 from corral.mcp.jsonrpc import Kind, ProtocolError, parse_message
@@ -100,3 +103,37 @@ def test_list_results_are_filtered() -> None:
     assert filtered[1] == ["b"]
     assert filter_list_result("tools/call", result, lambda kind, name: True) is None
     assert TargetKind.TOOL.value == "tool"
+
+
+def outcome(body: bytes) -> jsonrpc.Message | ProtocolError:
+    try:
+        return parse_message(body)
+    except ProtocolError as error:
+        return error
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_either_parse_or_are_refused(data: bytes) -> None:
+    result = outcome(data)
+    if isinstance(result, ProtocolError):
+        assert result.code in (jsonrpc.PARSE_ERROR, jsonrpc.INVALID_REQUEST)
+    else:
+        assert isinstance(result.body, dict)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@given(json_values)
+def test_any_json_value_is_classified_or_refused(value: object) -> None:
+    result = outcome(orjson.dumps(value))
+    if isinstance(result, ProtocolError):
+        assert result.code == jsonrpc.INVALID_REQUEST
+    else:
+        assert result.body == value
