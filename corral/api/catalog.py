@@ -1,7 +1,7 @@
 """MCPCatalogEntry: a registry entry that MCPServers instantiate.
 
-Rule: describes and validates the resource; importing from the MCP Registry `server.json`
-format belongs elsewhere.
+Rule: describes and validates the resource; `corral.api.registry` imports entries from the MCP
+Registry `server.json` format.
 """
 
 from __future__ import annotations
