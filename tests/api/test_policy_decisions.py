@@ -55,6 +55,8 @@ def test_first_policy_and_rule_decide_ties() -> None:
         ({"user": "alice"}, ALICE, True),
         ({"user": "alice@example.com"}, ALICE, True),
         ({"user": "Alice"}, ALICE, False),
+        ({"user": "ALICE@Example.com"}, ALICE, True),
+        ({"user": "alice@example.org"}, ALICE, False),
         ({"user": "*"}, BOB, True),
         ({"group": "eng"}, ALICE, True),
         ({"group": "eng"}, BOB, False),

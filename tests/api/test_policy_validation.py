@@ -69,3 +69,8 @@ def test_item_subset_of_a_server() -> None:
     everything_but = ItemSubset.compile(allow=None, deny=["printEnv"])
     assert everything_but.exposes("echo")
     assert not everything_but.exposes("PRINTENV")
+
+
+def test_item_lists_without_a_method_that_names_items() -> None:
+    problems = validate_policy(make_policy(allow(methods=["tools/list"], tools=["t"])))
+    assert problems == ["rule 0: tools never match: methods name no tools/call"]

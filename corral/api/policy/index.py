@@ -4,7 +4,9 @@ Semantics (the contract the shim and gateway rely on):
 
 * A policy applies to a request when the server is in the policy's namespace and among its
   targets (named, selected by labels, or instantiated from a listed catalog entry), and the
-  caller matches one of its subjects.
+  caller matches one of its subjects: `user` equals the username exactly or the email ignoring
+  case (so a policy naming `Mallory@Example.com` still reaches `mallory@example.com`), `group`
+  and `serviceAccount` exactly, `claim` when the claim (or one of its elements) is a listed value.
 * A rule matches when its `methods` contain the method (or `*`), its item lists match, and its
   `when` holds. A rule without `tools`/`resources`/`prompts` matches every request of its methods;
   a rule with some of them matches only requests that name an item of a listed kind whose name
@@ -57,6 +59,7 @@ _VIEW_CACHE_MAX = 16384
 class _Subjects:
     everyone: bool
     users: frozenset[str]
+    emails: frozenset[str]
     groups: frozenset[str]
     service_accounts: frozenset[str]
     claims: tuple[tuple[str, frozenset[str]], ...]
@@ -67,6 +70,7 @@ class _Subjects:
         return cls(
             everyone="*" in users,
             users=frozenset(users),
+            emails=frozenset(u.casefold() for u in users if "@" in u),
             groups=frozenset(s.group for s in subjects if s.group is not None),
             service_accounts=frozenset(
                 s.service_account for s in subjects if s.service_account is not None
@@ -77,7 +81,9 @@ class _Subjects:
         )
 
     def match(self, caller: Caller) -> bool:
-        if self.everyone or caller.username in self.users or caller.email in self.users:
+        if self.everyone or caller.username in self.users:
+            return True
+        if caller.email is not None and caller.email.casefold() in self.emails:
             return True
         if not self.groups.isdisjoint(caller.groups):
             return True

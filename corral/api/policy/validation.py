@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from corral.api.policies import AccessPolicy
 from corral.api.policy.expressions import compile_problems
+from corral.api.policy.model import CALL_METHODS
 
 
 def validate_policy(policy: AccessPolicy) -> list[str]:
@@ -18,6 +19,19 @@ def validate_policy(policy: AccessPolicy) -> list[str]:
         label = f"rule {index}" + (f" ({rule.name})" if rule.name else "")
         if rule.when is not None:
             problems.extend(f"{label}: when {p}" for p in compile_problems(rule.when))
+        for field_name, kind in (
+            ("tools", "tool"),
+            ("resources", "resource"),
+            ("prompts", "prompt"),
+        ):
+            uses = {m for m, k in CALL_METHODS.items() if k == kind}
+            if getattr(rule, field_name) is not None and not (
+                "*" in rule.methods or uses.intersection(rule.methods)
+            ):
+                problems.append(
+                    f"{label}: {field_name} never match: methods name no "
+                    f"{' or '.join(sorted(uses))}"
+                )
     names = [r.name for r in policy.spec.rules if r.name]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
