@@ -5,15 +5,16 @@ Rule: versions.env is the one place versions are set; binaries are only ever bui
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE / "build"
 VERSIONS_FILE = HERE / "versions.env"
+BUILD_LOG_TAIL = 15
 BINARIES = (
     "etcd",
     "kube-apiserver",
@@ -68,20 +69,24 @@ def cache_toolset() -> Toolset:
     return Toolset(Path(result.stdout.strip()))
 
 
-def build(log: IO[str] | None = None) -> Toolset:
+def build(log: Path | None = None) -> Toolset:
     """Builds whatever is missing from the cache (a no-op when warm) and returns the toolset.
 
-    Build output goes to `log` when given, else to this process's stderr.
+    Build output goes to the file `log` when given, else to this process's stderr.
     """
-    result = subprocess.run(
-        [str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stderr=log, text=True, check=False
-    )
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(log.open("w")) if log is not None else None
+        result = subprocess.run(
+            [str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stderr=out, text=True, check=False
+        )
     if result.returncode != 0:
-        where = f"; its output is in {log.name}" if log is not None else ""
+        tail = ""
+        if log is not None:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-BUILD_LOG_TAIL:])
+            tail = f"; the end of its log ({log}):\n{tail}"
         raise ClusterError(
-            f"{BUILD_SCRIPT} failed with exit code {result.returncode}{where}. "
-            "Fix what it reports (for a missing `go`, install Go 1.26 or newer) and run "
-            "`make cluster-build`."
+            f"{BUILD_SCRIPT} failed with exit code {result.returncode}{tail}\n"
+            "Fix what it reports and run `make cluster-build`."
         )
     toolset = Toolset(Path(result.stdout.strip().splitlines()[-1]))
     if toolset.missing():
