@@ -72,6 +72,7 @@ class When:
     program: Any
     uses_args: bool
     names: tuple[str, ...]
+    fields: Mapping[str, frozenset[str]]
 
     @classmethod
     def compile(cls, source: str) -> When:
@@ -84,21 +85,46 @@ class When:
         if problems:
             raise CelError("; ".join(problems))
         names = tuple(sorted(VARIABLES.intersection(program.variables())))
-        return cls(source=source, program=program, uses_args="args" in names, names=names)
+        fields = {
+            name: used
+            for name in names
+            if name in _RECORDS and (used := _fields_read(source, name)) is not None
+        }
+        return cls(
+            source=source, program=program, uses_args="args" in names, names=names, fields=fields
+        )
 
     def evaluate(self, activation: Mapping[str, Any]) -> bool:
         """The condition's value; CelError when evaluation fails or the value is not a bool.
 
-        Only the variables the expression names are handed to CEL: converting a value costs
-        about a microsecond per element, so an unused `user` or `server` is not converted.
+        Only the variables the expression names are handed to CEL, and of `user` and `server`
+        only the fields it reads: converting a value costs about a microsecond per element.
         """
+        given = {}
+        for name in self.names:
+            value = activation[name]
+            used = self.fields.get(name)
+            given[name] = value if used is None else {k: value[k] for k in used if k in value}
         try:
-            value = self.program.execute({name: activation[name] for name in self.names})
+            value = self.program.execute(given)
         except Exception as error:  # missing keys, type errors, division by zero, ...
             raise CelError(f"{type(error).__name__}: {error}") from error
         if not isinstance(value, bool):
             raise CelError(f"evaluated to {type(value).__name__}, not bool")
         return value
+
+
+_RECORDS = frozenset({"user", "server"})
+
+
+def _fields_read(source: str, name: str) -> frozenset[str] | None:
+    """The fields of record `name` the expression reads, when it reads it only as `name.field`;
+    None when it uses the record any other way (then the whole record is passed)."""
+    every_use = re.findall(rf"(?<![\w.]){name}\b", source)
+    field_uses = re.findall(rf"(?<![\w.]){name}\s*\.\s*([A-Za-z_]\w*)", source)
+    if len(field_uses) != len(every_use):
+        return None
+    return frozenset(field_uses)
 
 
 def compile_problems(source: str) -> list[str]:
