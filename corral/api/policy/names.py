@@ -14,7 +14,8 @@ The rule, chosen so that no spelling of a name slips past a denial:
   folding: the glob is split on `*`/`?` first and only its literal parts are folded.
 
 Folding can only make a Deny match more names and can never make an Allow match, so it can only
-ever turn an allow into a deny.
+ever turn an allow into a deny. Look-alike letters of other scripts (Cyrillic `\u0435` for Latin
+`e`) are not folded: they spell a different name, which no server maps to the denied tool.
 """
 
 from __future__ import annotations
