@@ -377,6 +377,8 @@ class PolicyIndex:
     `build(policies)` compiles every policy (CEL included) once. `decide(request)` returns a
     `Decision`; `filter_list(...)` keeps the list items a caller may use; `may_access(caller,
     server)` says whether any rule opens the server to the caller (for the gateway's early check).
+    Lookup tables per server and per caller are built on first use and cached (bounded); they
+    fill idempotently, so one index can be shared by every task and thread.
     """
 
     def __init__(self, policies: Sequence[_Policy], problems: Sequence[str]) -> None:

@@ -53,7 +53,8 @@ List results are filtered item by item."""
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling, as the gateway authenticated them."""
+    """Who is calling, as the gateway authenticated them. `claims` take no part in equality or
+    hashing (the index keys its caches on the claims its policies name)."""
 
     username: str
     email: str | None = None
