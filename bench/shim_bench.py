@@ -4,7 +4,8 @@ Starts a fast upstream (a minimal aiohttp MCP responder) and a shim in front of 
 processes on loopback, then measures from this process:
 
 - throughput with 16 concurrent clients, direct and through the shim (target: >= 0.45x);
-- p50 latency with one client, direct and through the shim (target: <= 0.4 ms added).
+- p50 latency with one client, direct and through the shim (target: <= 0.4 ms added);
+- the shim's CPU time per request, which other load on the machine does not change.
 
 Identity assertions are minted before timing starts (one per request, as the gateway does), so
 their cost is the shim's verification only. Run: `.venv/bin/python bench/shim_bench.py`.
@@ -64,6 +65,12 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
@@ -157,10 +164,13 @@ def main() -> None:
         asyncio.run(run_clients(shim, 16, 50, tokens(800)))
         direct_rps, _ = asyncio.run(run_clients(direct, 16, per_client, None))
         shim_rps, _ = asyncio.run(run_clients(shim, 16, per_client, tokens(16 * per_client)))
+        upstream_before = cpu_seconds(processes[0].pid)
         _, direct_lat = asyncio.run(run_clients(direct, 1, args.latency_requests, None))
-        _, shim_lat = asyncio.run(
-            run_clients(shim, 1, args.latency_requests, tokens(args.latency_requests))
-        )
+        upstream_cpu = (cpu_seconds(processes[0].pid) - upstream_before) / args.latency_requests
+        latency_tokens = tokens(args.latency_requests)
+        cpu_before = cpu_seconds(processes[1].pid)
+        _, shim_lat = asyncio.run(run_clients(shim, 1, args.latency_requests, latency_tokens))
+        shim_cpu = (cpu_seconds(processes[1].pid) - cpu_before) / args.latency_requests
     finally:
         for process in processes:
             process.terminate()
@@ -172,6 +182,10 @@ def main() -> None:
     print(f"  ratio {shim_rps / direct_rps:.2f}x (target >= 0.45x)")
     print(f"p50 latency, 1 client: direct {direct_p50:.3f} ms, shim {shim_p50:.3f} ms")
     print(f"  added {shim_p50 - direct_p50:.3f} ms (target <= 0.4 ms)")
+    print(
+        f"CPU per request (independent of other load): shim {shim_cpu * 1e6:.0f} us, "
+        f"the minimal upstream alone {upstream_cpu * 1e6:.0f} us"
+    )
 
 
 if __name__ == "__main__":

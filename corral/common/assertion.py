@@ -17,6 +17,7 @@ import base64
 import hashlib
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -169,6 +170,7 @@ class AssertionVerifier:
         self._leeway = leeway
         self._clock = clock
         self._seen: dict[str, int] = {}
+        self._seen_order: deque[tuple[int, str]] = deque()
 
     def verify(self, token: str | None) -> Identity:
         """The identity in a valid assertion; `InvalidAssertionError` saying why otherwise."""
@@ -246,11 +248,14 @@ class AssertionVerifier:
     def _check_jti(self, jti: Any, exp: int, now: int) -> None:
         if not isinstance(jti, str) or not jti:
             raise InvalidAssertionError("assertion has no jti")
-        if len(self._seen) > 10_000:
-            self._seen = {key: until for key, until in self._seen.items() if until >= now}
-        if self._seen.get(jti, -1) >= now - self._leeway:
+        order = self._seen_order
+        while order and order[0][0] < now:
+            self._seen.pop(order.popleft()[1], None)
+        if jti in self._seen:
             raise InvalidAssertionError("assertion replayed: each jti is accepted once")
-        self._seen[jti] = exp + self._leeway
+        until = exp + self._leeway
+        self._seen[jti] = until
+        order.append((until, jti))
 
     @staticmethod
     def _identity(claims: Mapping[str, Any]) -> Identity:
