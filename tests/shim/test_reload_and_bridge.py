@@ -72,6 +72,7 @@ async def test_stdio_servers_through_bridge_and_shim(
     _, bridge_url = bridge_process(command)
     shim = shim_factory(bridge_url)
     seen: list[str] = []
+    progress: list[float] = []
 
     async def sampling(context: Any, params: types.CreateMessageRequestParams) -> Any:
         seen.append(str(params.messages[0].content))
@@ -79,13 +80,36 @@ async def test_stdio_servers_through_bridge_and_shim(
             role="assistant", content=types.TextContent(type="text", text="ok"), model="m"
         )
 
-    async with sdk_session(shim.url, auth=shim.auth(), sampling_callback=sampling) as session:
+    async def elicitation(context: Any, params: types.ElicitRequestParams) -> Any:
+        return types.ElicitResult(action="decline")
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(value)
+
+    async with sdk_session(
+        shim.url,
+        auth=shim.auth(),
+        sampling_callback=sampling,
+        elicitation_callback=elicitation,
+    ) as session:
         names = {tool.name for tool in (await session.list_tools()).tools}
         if server == "time":
             result = await session.call_tool("get_current_time", {"timezone": "UTC"})
             assert '"timezone": "UTC"' in result.content[0].text  # type: ignore[union-attr]
             return
         assert "echo" in names
+        resources = (await session.list_resources()).resources
+        assert (await session.read_resource(str(resources[0].uri))).contents
+        prompt = await session.get_prompt("args-prompt", {"city": "Bergen"})
+        assert "Bergen" in str(prompt.messages[0].content)
+        await session.call_tool(
+            "trigger-long-running-operation",
+            {"duration": 0.3, "steps": 3},
+            progress_callback=on_progress,
+        )
         sampled = await session.call_tool("trigger-sampling-request", {"prompt": "bridged"})
-        assert not sampled.is_error
-        assert "bridged" in seen[0]
+        elicited = await session.call_tool("trigger-elicitation-request", {})
+    assert not sampled.is_error
+    assert "bridged" in seen[0]
+    assert "decline" in str(elicited.content)
+    assert progress == [1, 2, 3]
