@@ -423,10 +423,10 @@ async def _outbound_event(exchange: Exchange, event: sse.SSEEvent) -> bytes:
 
 async def _outbound(exchange: Exchange, message: Message) -> dict[str, Any]:
     """A server message on its way to the client: filtered and recorded."""
-    if message.is_request:
-        _record_server_request(exchange, message)
+    if message.method is not None:
+        _record_server_message(exchange, message)
         return message.body
-    if not message.is_response or message.id is None:
+    if message.id is None:
         return message.body
     request = exchange.request
     if request is not None and request.is_request and request.id == message.id:
@@ -496,7 +496,8 @@ def _list_method_by_shape(result: Any) -> str | None:
     return None
 
 
-def _record_server_request(exchange: Exchange, message: Message) -> None:
+def _record_server_message(exchange: Exchange, message: Message) -> None:
+    """Audit a request or notification the server sends to the client."""
     base = exchange.event
     server_event = AuditEvent(
         namespace=base.namespace,
@@ -508,6 +509,8 @@ def _record_server_request(exchange: Exchange, message: Message) -> None:
         user=base.user,
         groups=base.groups,
         client_id=base.client_id,
+        client_name=base.client_name,
+        client_version=base.client_version,
     )
     server_event.finish("ok")
     exchange.state.shipper.submit(server_event.to_dict())
