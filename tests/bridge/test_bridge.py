@@ -232,3 +232,18 @@ async def test_an_unreachable_sse_server_fails_initialize_clearly(
         )
     assert response.status_code == 502
     assert "cannot reach the SSE server" in response.json()["error"]["message"]
+
+
+async def test_stopping_the_bridge_ends_the_whole_process_tree(
+    bridge_process: StartBridge, everything_stdio_command: list[str]
+) -> None:
+    with_grandchild = ["sh", "-c", 'sleep 600 & exec "$0" "$@"', *everything_stdio_command]
+    process, url = bridge_process(with_grandchild)
+    async with sdk_session(url) as session:
+        assert (await session.call_tool("echo", {"message": "tree"})).content
+        (child,) = children_of(process.pid)
+        grandchildren = children_of(child)
+        assert grandchildren
+        process.stop()
+    assert not alive(child)
+    assert not any(alive(pid) for pid in grandchildren)
