@@ -13,5 +13,7 @@ pytest_plugins = [
     "tests.fixtures.mcp_servers",
     "tests.fixtures.moto_server",
     "tests.fixtures.shim",
+    "tests.fixtures.gateway",
     "tests.fixtures.cluster",
+    "tests.fixtures.operator",
 ]

@@ -12,10 +12,13 @@ import orjson
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per record: time, level, logger, message, and any exception."""
+    """One JSON object per record: time, level, logger, message, and any exception, plus the
+    items of a ``fields`` mapping passed as ``extra={"fields": {...}}`` (request ids and such)."""
 
     def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None)
         entry = {
+            **(fields if isinstance(fields, dict) else {}),
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
             "level": record.levelname.lower(),
             "logger": record.name,

@@ -3,8 +3,10 @@
 
 At startup a replica opens its pool, applies migrations (the advisory lock makes that safe with
 many replicas), prepares audit partitions, builds its authenticators and starts listening for
-key revocations; a background task keeps partitions and retention current. Nothing here routes
-MCP traffic yet.
+key revocations; a background task keeps partitions and retention current. With
+``settings.routing`` the replica also serves the MCP front door (``corral.gateway.routing``),
+its RFC 9728 metadata and the JWKS shims trust; servers come from a ``ServerDirectory`` (the
+configured static list unless another is given) and instances from an ``InstanceManager``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from corral.gateway import apikeys_api, audit_api
+from corral.api.policy import PolicyIndex
+from corral.gateway import apikeys_api, audit_api, routing
 from corral.gateway.appkeys import (
     API_KEY_AUTHENTICATOR,
     API_RESOURCE,
@@ -37,6 +40,8 @@ from corral.gateway.authn import (
     StaticAuthenticator,
 )
 from corral.gateway.bearer import METADATA_PREFIX, TokenDirectory
+from corral.gateway.directory import ServerDirectory, StaticDirectory
+from corral.gateway.instances import AlwaysRunning, InstanceManager
 from corral.gateway.metrics import GatewayMetrics
 from corral.gateway.settings import GatewaySettings
 from corral.store.audit import AuditWriter, maintain_partitions
@@ -49,8 +54,21 @@ log = logging.getLogger(__name__)
 REVOCATION_RECONNECT_DELAY = 1.0
 
 
-def create_app(settings: GatewaySettings) -> web.Application:
-    """A gateway application; run it with ``web.run_app`` or an ``AppRunner``."""
+JWKS_PATH = "/.well-known/corral/jwks.json"
+MCP_PATH = "/mcp/{namespace}/{server}"
+
+
+def create_app(
+    settings: GatewaySettings,
+    *,
+    directory: ServerDirectory | None = None,
+    instances: InstanceManager | None = None,
+) -> web.Application:
+    """A gateway application; run it with ``web.run_app`` or an ``AppRunner``.
+
+    ``directory`` replaces the static server list of ``settings.routing`` (``corral dev`` and
+    the Kubernetes watch cache pass theirs); ``instances`` defaults to ``AlwaysRunning``.
+    """
     app = web.Application(client_max_size=settings.max_ingest_bytes)
     app[SETTINGS] = settings
     app[SHIM_TOKENS] = TokenDirectory(settings.shim_tokens)
@@ -70,7 +88,45 @@ def create_app(settings: GatewaySettings) -> web.Application:
             web.delete("/api/apikeys/{prefix}", apikeys_api.revoke_api_key),
         ]
     )
+    if settings.routing is not None:
+        _add_mcp_routes(app, settings, directory, instances or AlwaysRunning())
     return app
+
+
+def _add_mcp_routes(
+    app: web.Application,
+    settings: GatewaySettings,
+    directory: ServerDirectory | None,
+    instances: InstanceManager,
+) -> None:
+    routing_settings = routing.settings_of(app)
+    if directory is None:
+        policies = routing_settings.policies
+        index = None if policies is None else PolicyIndex.build(policies)
+        directory = StaticDirectory(routing_settings.servers, index)
+    chosen = directory
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        async with routing.client_session(routing_settings) as http:
+            app[routing.ROUTER] = routing.Router(
+                routing_settings,
+                public_base_url=settings.public_base_url,
+                directory=chosen,
+                instances=instances,
+                http=http,
+            )
+            yield
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_routes(
+        [
+            web.post(MCP_PATH, routing.mcp_endpoint),
+            web.get(MCP_PATH, routing.mcp_endpoint, allow_head=False),
+            web.delete(MCP_PATH, routing.mcp_endpoint),
+            web.get(METADATA_PREFIX + MCP_PATH, routing.protected_resource_metadata),
+            web.get(JWKS_PATH, routing.jwks),
+        ]
+    )
 
 
 async def healthz(_request: web.Request) -> web.Response:

@@ -33,3 +33,14 @@ class GatewayMetrics:
         self.audit_ingest_seconds = Histogram(
             "corral_gateway_audit_ingest_seconds", "Time to store one audit batch", registry=r
         )
+        self.mcp_requests = Counter(
+            "corral_gateway_mcp_requests",
+            "MCP requests on /mcp routes by HTTP method and answer status",
+            ["method", "status"],
+            registry=r,
+        )
+        self.mcp_seconds = Histogram(
+            "corral_gateway_mcp_seconds",
+            "Time from an MCP request to its answer's first byte",
+            registry=r,
+        )

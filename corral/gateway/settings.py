@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from corral.api.policies import AccessPolicy
 from corral.gateway.authn import Principal
+from corral.gateway.directory import ServerEntry
 from corral.store.audit import AuditSettings
 from corral.store.pools import PoolSettings
 
@@ -19,12 +23,42 @@ class Roles:
 
 
 @dataclass(frozen=True)
+class RoutingSettings:
+    """The MCP front door: keys, servers, edge limits and timeouts (all in seconds).
+
+    ``signing_keys`` sign identity assertions (the first signs; all are published in the JWKS).
+    ``session_keys`` are 32-byte AES-256-GCM keys for session ids (the first seals; all open).
+    ``policies`` None skips the gateway's early policy check (each shim still decides).
+    ``body_timeout`` bounds reading a request body (a stalled client gets 408).
+    ``upstream_timeout`` is the longest silence accepted from a shim on a response or stream.
+    ``rate_per_second`` and ``rate_burst`` form a token bucket per user, per replica.
+    """
+
+    signing_keys: Sequence[ec.EllipticCurvePrivateKey] = field(repr=False)
+    session_keys: Sequence[bytes] = field(repr=False)
+    issuer: str | None = None
+    servers: Sequence[ServerEntry] = ()
+    policies: Sequence[AccessPolicy] | None = None
+    allowed_origins: frozenset[str] = frozenset()
+    max_body_bytes: int = 4 * 1024 * 1024
+    body_timeout: float = 30.0
+    connect_timeout: float = 10.0
+    upstream_timeout: float = 300.0
+    max_connections: int = 1000
+    rate_per_second: float = 50.0
+    rate_burst: float = 100.0
+    session_max_age: float = 24 * 3600.0
+    assertion_lifetime: int = 60
+    authorization_servers: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
 class GatewaySettings:
     """Everything a gateway replica needs to start.
 
     ``shim_tokens`` maps each shim's bearer token to the ``namespace/server`` it audits; a shim
     may only post events about its own server. ``static_users`` maps tokens to principals for
-    ``corral dev`` (empty in production).
+    ``corral dev`` (empty in production). ``routing`` None serves no MCP routes.
     """
 
     database: PoolSettings
@@ -39,3 +73,4 @@ class GatewaySettings:
     max_ingest_events: int = 5000
     max_ingest_bytes: int = 16 * 1024 * 1024
     readiness_timeout: float = 2.0
+    routing: RoutingSettings | None = None

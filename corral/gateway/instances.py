@@ -1,0 +1,39 @@
+"""Ensure-running: the instance that serves a caller, started or woken when needed.
+
+Rule: the router asks an ``InstanceManager`` for the shim URL before forwarding a request that
+starts a session or carries none. Static servers always run (``AlwaysRunning``). The Kubernetes
+implementation (creating a perUser ``MCPServerInstance``, scaling a server up from zero and
+waiting for Ready within ``startupTimeout``) plugs in here; ``InstanceStarting`` becomes
+503 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from corral.gateway.authn import Principal
+from corral.gateway.directory import ServerEntry
+
+
+class InstanceStarting(Exception):  # noqa: N818
+    """The instance is not ready within the server's startup timeout; retry after a while."""
+
+    def __init__(self, server: ServerEntry, retry_after: int) -> None:
+        super().__init__(
+            f"{server.route} is starting and did not become ready in "
+            f"{server.startup_timeout:g}s; retry in {retry_after}s"
+        )
+        self.retry_after = retry_after
+
+
+class InstanceManager(Protocol):
+    """Returns the shim URL of a running instance of ``server`` for ``principal``."""
+
+    async def ensure_running(self, server: ServerEntry, principal: Principal) -> str: ...
+
+
+class AlwaysRunning:
+    """Static servers: the configured shim is the instance, and it is always up."""
+
+    async def ensure_running(self, server: ServerEntry, principal: Principal) -> str:
+        return server.shim_url

@@ -1,0 +1,396 @@
+"""The MCP front door: ``/mcp/{namespace}/{server}`` (POST, GET, DELETE) forwarded to a shim.
+
+Rule: checks run in a fixed order and each refusal is final: route shape (404), ``Origin``
+(403), bearer token (401 naming the RFC 9728 metadata), rate limit (429), server known (404),
+credential limited to other servers or no policy could allow the caller (403), body size (413)
+and read time (408), session id (404 when unknown or another user's), instance running (503 with
+``Retry-After``). Then one identity assertion is minted for this request and the request goes to
+the shim with an allowlist of headers (never the client's ``Authorization`` or cookies); the
+answer streams back chunk by chunk, with the upstream session id sealed into a gateway one.
+
+A POST body (one JSON-RPC message) is read whole, bounded by ``max_body_bytes`` and
+``body_timeout``, before it is forwarded; responses and SSE streams are never buffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from corral.api.policy import Caller
+from corral.common.assertion import ASSERTION_HEADER
+from corral.gateway.appkeys import AUTHENTICATOR, METRICS, SETTINGS
+from corral.gateway.authn import Principal
+from corral.gateway.bearer import bearer_token, challenge
+from corral.gateway.directory import ServerDirectory, ServerEntry
+from corral.gateway.edge import RateLimiter, origin_allowed, origin_of, request_id, valid_route
+from corral.gateway.instances import InstanceManager, InstanceStarting
+from corral.gateway.sessions import SessionCodec
+from corral.gateway.settings import RoutingSettings
+from corral.gateway.signing import AssertionSigner
+from corral.mcp import jsonrpc
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-Id"
+SESSION_HEADER = "Mcp-Session-Id"
+FORWARDED_REQUEST_HEADERS = frozenset(
+    {"accept", "content-type", "mcp-protocol-version", "last-event-id", "mcp-method", "mcp-name"}
+)
+RETURNED_HEADERS = frozenset({"content-type", "mcp-protocol-version", "cache-control", "allow"})
+
+
+class Refused(Exception):  # noqa: N818
+    """A request the gateway answers itself, with a JSON-RPC error body."""
+
+    def __init__(
+        self,
+        status: int,
+        code: int,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        close: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.close = close
+        self.headers = dict(headers or {})
+
+
+@dataclass
+class Call:
+    """One MCP request in flight: who, where, and what to log about it."""
+
+    request_id: str
+    method: str
+    started: float
+    route: str = ""
+    user: str | None = None
+    status: int = 0
+
+
+class Router:
+    """Everything the MCP routes share on one replica (built in ``cleanup_ctx``)."""
+
+    def __init__(
+        self,
+        settings: RoutingSettings,
+        *,
+        public_base_url: str,
+        directory: ServerDirectory,
+        instances: InstanceManager,
+        http: aiohttp.ClientSession,
+    ) -> None:
+        self.settings = settings
+        self.base_url = public_base_url.rstrip("/")
+        self.signer = AssertionSigner(
+            settings.signing_keys,
+            issuer=settings.issuer or self.base_url,
+            lifetime=settings.assertion_lifetime,
+        )
+        self.sessions = SessionCodec(settings.session_keys, max_age=settings.session_max_age)
+        self.directory = directory
+        self.instances = instances
+        self.limiter = RateLimiter(settings.rate_per_second, settings.rate_burst)
+        self.allowed_origins = frozenset({*settings.allowed_origins, origin_of(self.base_url)})
+        self.http = http
+
+
+ROUTER = web.AppKey("router", Router)
+
+
+async def mcp_endpoint(request: web.Request) -> web.StreamResponse:
+    """POST, GET and DELETE on ``/mcp/{namespace}/{server}``."""
+    call = Call(
+        request_id(request.headers.get(REQUEST_ID_HEADER)), request.method, time.monotonic()
+    )
+    try:
+        response = await _serve(request, call)
+    except Refused as refused:
+        call.status = refused.status
+        response = _error_reply(refused)
+        response.headers[REQUEST_ID_HEADER] = call.request_id
+        if refused.close:
+            await response.prepare(request)
+            await response.write_eof()
+            request.protocol.force_close()
+    _record(request, call)
+    return response
+
+
+def _error_reply(refused: Refused) -> web.Response:
+    body = jsonrpc.dumps(jsonrpc.error_response(None, refused.code, str(refused)))
+    return web.Response(
+        status=refused.status, body=body, content_type="application/json", headers=refused.headers
+    )
+
+
+def _record(request: web.Request, call: Call) -> None:
+    metrics = request.app[METRICS]
+    metrics.mcp_requests.labels(call.method, str(call.status)).inc()
+    elapsed_ms = round((time.monotonic() - call.started) * 1000, 3)
+    fields = {
+        "request_id": call.request_id,
+        "http_method": call.method,
+        "route": call.route,
+        "user": call.user,
+        "status": call.status,
+        "duration_ms": elapsed_ms,
+    }
+    log.info("mcp %s %s -> %d", call.method, call.route, call.status, extra={"fields": fields})
+
+
+async def _serve(request: web.Request, call: Call) -> web.StreamResponse:
+    router = request.app[ROUTER]
+    route = valid_route(request.raw_path)
+    if route is None:
+        raise Refused(404, jsonrpc.INVALID_REQUEST, "no MCP server at this path")
+    namespace, name = route
+    call.route = f"{namespace}/{name}"
+    origin = request.headers.get("Origin")
+    if not origin_allowed(origin, router.allowed_origins):
+        raise Refused(403, jsonrpc.INVALID_REQUEST, f"origin {origin!r} is not allowed")
+    principal = await _authenticate(request, router, namespace, name)
+    call.user = principal.user
+    wait = router.limiter.take(principal.user)
+    if wait > 0:
+        raise Refused(
+            429,
+            jsonrpc.INVALID_REQUEST,
+            "too many requests: slow down",
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
+    server = _authorize(router, principal, namespace, name)
+    body = await _read_body(request, router.settings) if request.method == "POST" else None
+    instance, upstream_session = await _instance_for(request, router, server, principal)
+    return await _forward(
+        request, router, call, server, principal, instance, upstream_session, body
+    )
+
+
+async def _authenticate(
+    request: web.Request, router: Router, namespace: str, name: str
+) -> Principal:
+    token = bearer_token(request)
+    principal = None
+    if token is not None:
+        principal = await request.app[AUTHENTICATOR].authenticate(token)
+    result = "ok" if principal is not None else "missing" if token is None else "invalid"
+    request.app[METRICS].authentications.labels(result).inc()
+    if principal is None:
+        presented = token is not None
+        value = challenge(router.base_url, f"/mcp/{namespace}/{name}", token_presented=presented)
+        message = "the bearer token is not valid" if presented else "a bearer token is required"
+        raise Refused(401, jsonrpc.UNAUTHENTICATED, message, headers={"WWW-Authenticate": value})
+    return principal
+
+
+def _authorize(router: Router, principal: Principal, namespace: str, name: str) -> ServerEntry:
+    server = router.directory.lookup(namespace, name)
+    if server is None:
+        raise Refused(404, jsonrpc.INVALID_REQUEST, f"no MCP server {namespace}/{name}")
+    if not principal.may_reach(namespace, name):
+        raise Refused(
+            403,
+            jsonrpc.ACCESS_DENIED,
+            f"this credential is limited to other servers than {namespace}/{name}",
+        )
+    caller = Caller(principal.user, principal.email, frozenset(principal.groups))
+    decision = router.directory.may_access(caller, server)
+    if decision is not None and not decision.allowed:
+        raise Refused(
+            403, jsonrpc.ACCESS_DENIED, f"no access policy lets you use {namespace}/{name}"
+        )
+    return server
+
+
+async def _read_body(request: web.Request, settings: RoutingSettings) -> bytes:
+    limit = settings.max_body_bytes
+    too_large = Refused(413, jsonrpc.INVALID_REQUEST, f"the body exceeds {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    try:
+        async with asyncio.timeout(settings.body_timeout):
+            body = await request.content.read(limit + 1)
+            while len(body) <= limit and not request.content.at_eof():
+                body += await request.content.read(limit + 1 - len(body))
+    except TimeoutError:
+        raise Refused(
+            408,
+            jsonrpc.INVALID_REQUEST,
+            f"the request body did not arrive within {settings.body_timeout:g}s",
+            close=True,
+        ) from None
+    if len(body) > limit:
+        raise too_large
+    return body
+
+
+async def _instance_for(
+    request: web.Request, router: Router, server: ServerEntry, principal: Principal
+) -> tuple[str, str | None]:
+    """The shim URL to forward to, and the upstream session id (None without a session)."""
+    presented = request.headers.get(SESSION_HEADER)
+    if presented is not None:
+        ref = router.sessions.open(presented, server.route)
+        if (
+            ref is None
+            or ref.subject != principal.user
+            or not router.directory.owns_instance(server, ref.instance)
+        ):
+            raise Refused(404, jsonrpc.INVALID_REQUEST, "unknown session: initialize a new one")
+        return ref.instance, ref.upstream_id
+    try:
+        async with asyncio.timeout(server.startup_timeout):
+            return await router.instances.ensure_running(server, principal), None
+    except TimeoutError:
+        error = InstanceStarting(server, retry_after=5)
+    except InstanceStarting as starting:
+        error = starting
+    raise Refused(
+        503,
+        jsonrpc.UPSTREAM_UNAVAILABLE,
+        str(error),
+        headers={"Retry-After": str(error.retry_after)},
+    )
+
+
+def _upstream_headers(
+    request: web.Request,
+    router: Router,
+    call: Call,
+    server: ServerEntry,
+    principal: Principal,
+    upstream_session: str | None,
+) -> dict[str, str]:
+    headers = {
+        name: value
+        for name, value in request.headers.items()
+        if name.lower() in FORWARDED_REQUEST_HEADERS or name.lower().startswith("mcp-param-")
+    }
+    headers[ASSERTION_HEADER] = router.signer.mint(principal, server.audience)
+    headers[REQUEST_ID_HEADER] = call.request_id
+    headers["Accept-Encoding"] = "identity"
+    if upstream_session is not None:
+        headers[SESSION_HEADER] = upstream_session
+    return headers
+
+
+async def _forward(
+    request: web.Request,
+    router: Router,
+    call: Call,
+    server: ServerEntry,
+    principal: Principal,
+    instance: str,
+    upstream_session: str | None,
+    body: bytes | None,
+) -> web.StreamResponse:
+    headers = _upstream_headers(request, router, call, server, principal, upstream_session)
+    try:
+        upstream = await router.http.request(
+            request.method, instance, headers=headers, data=body, allow_redirects=False
+        )
+    except (aiohttp.ClientError, TimeoutError) as error:
+        log.warning("shim for %s unreachable at %s: %r", server.route, instance, error)
+        raise Refused(
+            502, jsonrpc.UPSTREAM_UNAVAILABLE, f"the MCP server {server.route} is unreachable"
+        ) from None
+    async with upstream:
+        request.app[METRICS].mcp_seconds.observe(time.monotonic() - call.started)
+        response = web.StreamResponse(
+            status=upstream.status,
+            headers=_returned_headers(request, router, upstream, server, principal, instance),
+        )
+        response.headers[REQUEST_ID_HEADER] = call.request_id
+        call.status = upstream.status
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            log.warning("stream from %s ended early: %r", server.route, error)
+            return response
+        await response.write_eof()
+        return response
+
+
+def _returned_headers(
+    request: web.Request,
+    router: Router,
+    upstream: aiohttp.ClientResponse,
+    server: ServerEntry,
+    principal: Principal,
+    instance: str,
+) -> dict[str, str]:
+    headers = {k: v for k, v in upstream.headers.items() if k.lower() in RETURNED_HEADERS}
+    upstream_session = upstream.headers.get(SESSION_HEADER)
+    if upstream_session is not None:
+        presented = request.headers.get(SESSION_HEADER)
+        ref = router.sessions.open(presented, server.route) if presented else None
+        if ref is not None and presented is not None and ref.upstream_id == upstream_session:
+            headers[SESSION_HEADER] = presented
+        else:
+            fresh = router.sessions.new_ref(upstream_session, instance, principal.user)
+            headers[SESSION_HEADER] = router.sessions.seal(fresh, server.route)
+    return headers
+
+
+async def protected_resource_metadata(request: web.Request) -> web.Response:
+    """RFC 9728 metadata for ``/mcp/{namespace}/{server}``."""
+    router = request.app[ROUTER]
+    route = valid_route(request.raw_path.removeprefix("/.well-known/oauth-protected-resource"))
+    if route is None or router.directory.lookup(*route) is None:
+        raise web.HTTPNotFound(text="no MCP server at this path")
+    document: dict[str, Any] = {
+        "resource": f"{router.base_url}/mcp/{route[0]}/{route[1]}",
+        "bearer_methods_supported": ["header"],
+        "resource_name": f"MCP server {route[0]}/{route[1]}",
+    }
+    if router.settings.authorization_servers:
+        document["authorization_servers"] = list(router.settings.authorization_servers)
+    return web.Response(body=orjson.dumps(document), content_type="application/json")
+
+
+async def jwks(request: web.Request) -> web.Response:
+    """The public keys shims trust for identity assertions."""
+    body = orjson.dumps(request.app[ROUTER].signer.jwks())
+    return web.Response(
+        body=body, content_type="application/json", headers={"Cache-Control": "max-age=300"}
+    )
+
+
+def client_session(settings: RoutingSettings) -> aiohttp.ClientSession:
+    """The replica's one client for shims: pooled, with explicit timeouts."""
+    connector = aiohttp.TCPConnector(
+        limit=settings.max_connections, limit_per_host=settings.max_connections
+    )
+    timeout = aiohttp.ClientTimeout(
+        total=None,
+        connect=settings.connect_timeout,
+        sock_read=settings.upstream_timeout,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+
+
+def settings_of(app: web.Application) -> RoutingSettings:
+    routing = app[SETTINGS].routing
+    if routing is None:
+        raise RuntimeError("the MCP routes need GatewaySettings.routing")
+    return routing
