@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from corral.common.egress import GuardedResolver
 from corral.shim.config import ConfigError, ShimConfig, load_config
 from corral.shim.metrics import ShimMetrics
 from corral.shim.proxy import STATE, add_routes
@@ -70,8 +71,8 @@ def _log_problems(runtime: Runtime) -> None:
         log.warning("policy problem (the rule fails closed): %s", problem)
 
 
-def _client(config: ShimConfig) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=config.upstream.max_connections)
+def _client(config: ShimConfig, resolver: GuardedResolver | None = None) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=config.upstream.max_connections, resolver=resolver)
     timeout = aiohttp.ClientTimeout(total=None, connect=config.upstream.connect_timeout_seconds)
     return aiohttp.ClientSession(connector=connector, timeout=timeout)
 
@@ -89,8 +90,13 @@ def create_apps(config_path: Path) -> tuple[web.Application, web.Application]:
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         http = _client(config)
+        egress_http = _client(
+            config, GuardedResolver(lambda: state.runtime.config.egress.allowed_networks)
+        )
         shipper = AuditShipper(config.audit.sink, metrics, http)
-        state = ShimState(runtime=runtime, http=http, shipper=shipper, metrics=metrics)
+        state = ShimState(
+            runtime=runtime, http=http, egress_http=egress_http, shipper=shipper, metrics=metrics
+        )
         app[STATE] = state
         holder["state"] = state
         shipper.start()
@@ -102,6 +108,7 @@ def create_apps(config_path: Path) -> tuple[web.Application, web.Application]:
             await task
         await shipper.stop()
         await http.close()
+        await egress_http.close()
 
     app.cleanup_ctx.append(lifecycle)
     add_routes(app, config.path)

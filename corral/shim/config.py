@@ -10,15 +10,25 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from corral.api.policies import AccessPolicy
 from corral.common.assertion import audience_for
 from corral.mcp.jsonrpc import DEFAULT_MAX_BYTES
+
+LOCAL_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class ConfigModel(BaseModel):
@@ -132,6 +142,13 @@ class AuditConfig(ConfigModel):
     sink: AuditSink = Field(default_factory=AuditSink)
 
 
+class Egress(ConfigModel):
+    """Networks that user-configured URLs (filters, a remote upstream) may reach besides public
+    addresses; everything private, loopback and link-local is refused otherwise."""
+
+    allowed_networks: list[IPvAnyNetwork] = Field(default_factory=list)
+
+
 class Limits(ConfigModel):
     """Request limits."""
 
@@ -152,8 +169,14 @@ class ShimConfig(ConfigModel):
     filters: Annotated[list[FilterConfig], Field(max_length=32)] = Field(default_factory=list)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     limits: Limits = Field(default_factory=Limits)
+    egress: Egress = Field(default_factory=Egress)
     allowed_origins: list[str] = Field(default_factory=list)
     reload_interval_seconds: float = Field(default=2.0, gt=0)
+
+    @property
+    def upstream_is_local(self) -> bool:
+        """Whether the upstream is this pod's own server (or bridge) on loopback."""
+        return urlsplit(self.upstream.url).hostname in LOCAL_HOSTS
 
     @property
     def audience(self) -> str:

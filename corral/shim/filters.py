@@ -120,14 +120,18 @@ class WebhookFilter:
         timeout = aiohttp.ClientTimeout(total=self.config.timeout_seconds)
         try:
             async with http.post(
-                self.config.url, data=body, headers=headers, timeout=timeout
+                self.config.url,
+                data=body,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
             ) as response:
                 if response.status != 200:
                     raise _FilterFailedError(f"answered HTTP {response.status}")
                 answer = orjson.loads(await response.read())
         except TimeoutError:
             raise _FilterFailedError(f"timed out after {self.config.timeout_seconds:g}s") from None
-        except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
+        except (aiohttp.ClientError, OSError, orjson.JSONDecodeError) as exc:
             raise _FilterFailedError(f"failed: {exc}") from None
         if not isinstance(answer, dict) or not isinstance(answer.get("allow"), bool):
             raise _FilterFailedError('answered without a boolean "allow"')

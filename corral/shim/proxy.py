@@ -272,7 +272,12 @@ async def _request_filters(exchange: Exchange, message: Message, body: bytes) ->
     if not runtime.filters.selects("request", message.method, tool):
         return body
     outcome = await runtime.filters.run(
-        exchange.state.http, "request", message.method, tool, message.body, exchange.context()
+        exchange.state.egress_http,
+        "request",
+        message.method,
+        tool,
+        message.body,
+        exchange.context(),
     )
     exchange.event.filters.extend(v.to_dict() for v in outcome.verdicts)
     if not outcome.allowed:
@@ -339,7 +344,7 @@ async def _relay(
 ) -> web.StreamResponse:
     runtime = exchange.runtime
     try:
-        upstream = await exchange.state.http.request(
+        upstream = await exchange.state.upstream_client().request(
             method,
             runtime.config.upstream.url,
             data=body,
@@ -448,7 +453,7 @@ async def _own_response(exchange: Exchange, message: Message) -> dict[str, Any]:
     tool = exchange.target[1] if exchange.target else None
     if runtime.filters.selects("response", request.method, tool):
         outcome = await runtime.filters.run(
-            exchange.state.http, "response", request.method, tool, body, exchange.context()
+            exchange.state.egress_http, "response", request.method, tool, body, exchange.context()
         )
         event.filters.extend(v.to_dict() for v in outcome.verdicts)
         if not outcome.allowed:

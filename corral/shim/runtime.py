@@ -14,6 +14,7 @@ import aiohttp
 
 from corral.api.policy import ServerRef
 from corral.common.assertion import AssertionVerifier
+from corral.common.egress import RefusedAddressError, check_url
 from corral.shim.audit import parse_path
 from corral.shim.authorize import Authorizer, PolicyAuthorizer
 from corral.shim.config import ShimConfig
@@ -36,8 +37,21 @@ class Runtime:
     stream_timeout: aiohttp.ClientTimeout
 
 
+def check_egress(config: ShimConfig) -> None:
+    """Refuse filter URLs and a remote upstream that name refused literal addresses."""
+    allowed = config.egress.allowed_networks
+    for webhook in config.filters:
+        check_url(webhook.url, allowed)
+    if not config.upstream_is_local:
+        check_url(config.upstream.url, allowed)
+
+
 def build_runtime(config: ShimConfig, metrics: ShimMetrics) -> Runtime:
     """Compile a configuration; raises ValueError (with the reason) when it cannot be used."""
+    try:
+        check_egress(config)
+    except RefusedAddressError as exc:
+        raise ValueError(str(exc)) from None
     server = config.server
     return Runtime(
         config=config,
@@ -73,7 +87,13 @@ class ShimState:
 
     runtime: Runtime
     http: aiohttp.ClientSession
+    egress_http: aiohttp.ClientSession
     shipper: AuditShipper
     metrics: ShimMetrics
     owners: SessionOwners = field(default_factory=SessionOwners)
+
+    def upstream_client(self) -> aiohttp.ClientSession:
+        """The pooled client for the upstream: guarded unless it is this pod's own server."""
+        return self.http if self.runtime.config.upstream_is_local else self.egress_http
+
     extra: dict[str, Any] = field(default_factory=dict)
