@@ -10,10 +10,11 @@ requests an exact-name Allow rule matches, once with plain rules and once with a
 rule (the cost of CEL), and items per second when filtering 100-tool lists. Views per (server,
 caller) are warmed first: their one-time build is part of the first call of each pair.
 
-Measured on the shared 2-core development machine (load average about 3, Python 3.11):
-plain rules 165,000-188,000 decisions/s (5-6 us); a `when` reading `args` and `user` on every
-rule 22,000/s when a rule matches (45 us: one CEL evaluation, mostly converting `user`), and
-105,000/s on random requests (few candidates to evaluate); list filtering 130,000-170,000 items/s.
+Measured on the shared 2-core development machine (Python 3.11), figures varying 2-3x with the
+other jobs' load: plain rules 141,000-188,000 decisions/s (5-7 us) at load average 3, 51,000-90,000
+at load 5-6; a `when` reading `args` and `user` on every rule costs one CEL evaluation (15-25 us
+more per decision that reaches it: 17,000-22,000/s when every request matches such a rule);
+list filtering 90,000-180,000 items/s.
 """
 
 from __future__ import annotations
