@@ -9,7 +9,6 @@ from corral.api.commands import crds
 from corral.bridge.command import bridge
 from corral.gateway.apikey_command import apikey
 from corral.gateway.command import gateway
-from corral.gateway.command import gateway
 from corral.operator.command import operator
 from corral.shim.command import shim
 
@@ -22,7 +21,6 @@ def cli() -> None:
 
 cli.add_command(apikey)
 cli.add_command(bridge)
-cli.add_command(gateway)
 cli.add_command(gateway)
 cli.add_command(shim)
 cli.add_command(operator)
