@@ -13,6 +13,7 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -64,6 +65,23 @@ class ConfigWatcher:
         while True:
             await asyncio.sleep(self._state.runtime.config.reload_interval_seconds)
             self.check()
+
+
+async def upstream_problem(config: ShimConfig) -> str | None:
+    """Why a local upstream cannot take connections yet (None when it can, or is remote)."""
+    if not config.upstream_is_local:
+        return None
+    parts = urlsplit(config.upstream.url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        async with asyncio.timeout(1.0):
+            _, writer = await asyncio.open_connection(parts.hostname, port)
+    except (OSError, TimeoutError) as exc:
+        return f"the MCP server at {parts.hostname}:{port} does not accept connections: {exc}"
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return None
 
 
 def _log_problems(runtime: Runtime) -> None:
@@ -119,6 +137,9 @@ def create_apps(config_path: Path) -> tuple[web.Application, web.Application]:
     async def readyz(request: web.Request) -> web.Response:
         if "state" not in holder:
             return web.json_response({"status": "starting"}, status=503)
+        problem = await upstream_problem(holder["state"].runtime.config)
+        if problem is not None:
+            return web.json_response({"status": "waiting", "reason": problem}, status=503)
         return web.json_response({"status": "ready"})
 
     async def metrics_view(request: web.Request) -> web.Response:

@@ -6,12 +6,14 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import aiohttp
 import mcp_types as types
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from tests.fixtures.processes import RunningProcess
-from tests.fixtures.shim import NAMESPACE, SERVER, ShimHandle, sdk_session
+from corral.common.assertion import ASSERTION_HEADER
+from tests.fixtures.processes import RunningProcess, free_port
+from tests.fixtures.shim import NAMESPACE, SERVER, RecordingUpstream, ShimHandle, sdk_session
 
 ShimFactory = Callable[..., ShimHandle]
 StartBridge = Callable[[Sequence[str]], tuple[RunningProcess, str]]
@@ -113,3 +115,26 @@ async def test_stdio_servers_through_bridge_and_shim(
     assert "bridged" in seen[0]
     assert "decline" in str(elicited.content)
     assert progress == [1, 2, 3]
+
+
+async def test_a_missing_upstream_makes_the_shim_unready_and_calls_fail_clearly(
+    shim_factory: ShimFactory, recording_upstream: RecordingUpstream
+) -> None:
+    shim = shim_factory(recording_upstream.url)
+    shim.rewrite(upstream={"url": f"http://127.0.0.1:{free_port()}/mcp"})
+    async with aiohttp.ClientSession() as http:
+        async with asyncio.timeout(30):
+            while True:
+                async with http.get(f"{shim.admin_url}/readyz") as response:
+                    if response.status == 503:
+                        reason = (await response.json())["reason"]
+                        break
+                await asyncio.sleep(0.1)
+        body = {"jsonrpc": "2.0", "id": 4, "method": "ping"}
+        headers = {ASSERTION_HEADER: shim.assertion(), "Accept": "application/json"}
+        async with http.post(shim.url, json=body, headers=headers) as response:
+            assert response.status == 502
+            reply = await response.json()
+    assert "does not accept connections" in reason
+    assert reply["error"]["code"] == -32004
+    assert reply["id"] == 4
