@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 NODE_INSTALLED := node_modules/.installed
 
-.PHONY: dev test check lint format cluster cluster-build bench clean
+.PHONY: dev test check lint format crds cluster cluster-build bench clean
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Corral needs Python 3.11 or newer"'
@@ -37,6 +37,10 @@ check: $(INSTALLED)
 format: $(INSTALLED)
 	$(VENV)/bin/ruff format corral tests e2e bench
 	$(VENV)/bin/ruff check --fix corral tests e2e bench
+
+# Regenerate crds/ from the resource models (a test fails when they are stale).
+crds: $(INSTALLED)
+	$(VENV)/bin/corral crds generate
 
 # The local Kubernetes control plane (e2e/cluster): built from pinned Go modules, cached per version.
 cluster-build:
