@@ -327,7 +327,12 @@ class Reconciler:
     def count_instances(self, namespace: str, server: str) -> int:
         """MCPServerInstances of `server` (listed, so deletions count at once)."""
         items = self.kube.list(API_VERSION, "MCPServerInstance", namespace, {})
-        return sum(1 for i in items if (i.get("spec") or {}).get("server") == server)
+        return sum(
+            1
+            for i in items
+            if (i.get("spec") or {}).get("server") == server
+            and not _meta(i).get("deletionTimestamp")
+        )
 
     def update_instance_count(self, namespace: str, server: str) -> None:
         """Write a perUser server's `status.instances`."""
