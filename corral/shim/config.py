@@ -115,6 +115,26 @@ class FilterConfig(ConfigModel):
     timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 
 
+class TokenInjection(ConfigModel):
+    """Where the exchanged token goes on requests to the server."""
+
+    header: str = "Authorization"
+    prefix: str = "Bearer "
+
+
+class TokenExchangeConfig(ConfigModel):
+    """RFC 8693 token exchange for the server's own authorization."""
+
+    token_endpoint: str
+    client_id: SecretSource
+    client_secret: SecretSource
+    audience: str | None = None
+    resource: str | None = None
+    scopes: list[str] = Field(default_factory=list)
+    inject: TokenInjection = Field(default_factory=TokenInjection)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+
+
 class AuditSink(ConfigModel):
     """Where audit events go: the gateway's ingest endpoint, or stdout as JSON lines."""
 
@@ -167,6 +187,7 @@ class ShimConfig(ConfigModel):
     policies: list[AccessPolicy] = Field(default_factory=list)
     tools: ToolSubset = Field(default_factory=ToolSubset)
     filters: Annotated[list[FilterConfig], Field(max_length=32)] = Field(default_factory=list)
+    token_exchange: TokenExchangeConfig | None = None
     audit: AuditConfig = Field(default_factory=AuditConfig)
     limits: Limits = Field(default_factory=Limits)
     egress: Egress = Field(default_factory=Egress)

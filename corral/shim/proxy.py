@@ -32,6 +32,7 @@ from corral.mcp.targets import (
 )
 from corral.shim.audit import AuditEvent, payload
 from corral.shim.runtime import Runtime, ShimState
+from corral.shim.tokens import TokenExchangeError
 
 log = logging.getLogger(__name__)
 
@@ -343,12 +344,29 @@ async def _relay(
     request: web.Request, exchange: Exchange, method: str, body: bytes | None
 ) -> web.StreamResponse:
     runtime = exchange.runtime
+    headers = _forward_headers(request, runtime)
+    if runtime.tokens is not None:
+        try:
+            token = await runtime.tokens.token_for(
+                exchange.state.egress_http,
+                exchange.identity.subject,
+                request.headers[ASSERTION_HEADER],
+            )
+        except TokenExchangeError as exc:
+            log.warning("token exchange for %s failed: %s", exchange.identity.subject, exc)
+            request_id = exchange.request.id if exchange.request is not None else None
+            exchange.event.error = {"code": jsonrpc.UPSTREAM_UNAVAILABLE, "message": str(exc)}
+            _finish(exchange, "token_exchange_failed", 502)
+            return rpc_reply(
+                502, jsonrpc.UPSTREAM_UNAVAILABLE, f"token exchange failed: {exc}", request_id
+            )
+        headers[runtime.tokens.header] = runtime.tokens.header_value(token)
     try:
         upstream = await exchange.state.upstream_client().request(
             method,
             runtime.config.upstream.url,
             data=body,
-            headers=_forward_headers(request, runtime),
+            headers=headers,
             timeout=runtime.stream_timeout if method == "GET" else runtime.upstream_timeout,
             allow_redirects=False,
         )

@@ -22,6 +22,7 @@ from corral.shim.filters import FilterChain
 from corral.shim.metrics import ShimMetrics
 from corral.shim.sessions import SessionOwners
 from corral.shim.shipper import AuditShipper
+from corral.shim.tokens import TokenExchanger
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Runtime:
     redact_paths: tuple[tuple[str, ...], ...]
     upstream_timeout: aiohttp.ClientTimeout
     stream_timeout: aiohttp.ClientTimeout
+    tokens: TokenExchanger | None
 
 
 def check_egress(config: ShimConfig) -> None:
@@ -44,6 +46,8 @@ def check_egress(config: ShimConfig) -> None:
         check_url(webhook.url, allowed)
     if not config.upstream_is_local:
         check_url(config.upstream.url, allowed)
+    if config.token_exchange is not None:
+        check_url(config.token_exchange.token_endpoint, allowed)
 
 
 def build_runtime(config: ShimConfig, metrics: ShimMetrics) -> Runtime:
@@ -78,6 +82,7 @@ def build_runtime(config: ShimConfig, metrics: ShimMetrics) -> Runtime:
         stream_timeout=aiohttp.ClientTimeout(
             total=None, connect=config.upstream.connect_timeout_seconds, sock_read=None
         ),
+        tokens=TokenExchanger(config.token_exchange) if config.token_exchange else None,
     )
 
 
