@@ -203,3 +203,36 @@ async def _status(http: aiohttp.ClientSession, url: str, token: str) -> int:
     async with http.post(url, json=INITIALIZE, headers={**MCP_HEADERS, **bearer(token)}) as reply:
         await reply.read()
         return reply.status
+
+
+async def test_a_stateless_2026_client_is_routed_without_sessions(
+    shim_factory: ShimFactory,
+    modern_server: str,
+    gateway_factory: GatewayFactory,
+    api_key: ApiKeyMaker,
+) -> None:
+    gateway = await gateway_factory(shim_factory(modern_server))
+    token, _ = await api_key()
+    async with mcp_session(gateway.mcp_url(), headers=bearer(token), initialize=False) as session:
+        discovered = await session.discover()
+        assert "2026-07-28" in discovered.supported_versions
+        echoed = await session.call_tool("echo", {"message": "stateless"})
+        assert echoed.content[0].text == "Echo: stateless"  # type: ignore[union-attr]
+
+
+async def test_delete_ends_the_session_for_every_replica(
+    shim_factory: ShimFactory,
+    everything_http: str,
+    gateway_factory: GatewayFactory,
+    api_key: ApiKeyMaker,
+) -> None:
+    shim = shim_factory(everything_http)
+    first, second = await gateway_factory(shim), await gateway_factory(shim)
+    token, _ = await api_key()
+    async with aiohttp.ClientSession() as http:
+        session_id = await initialize_raw(http, first.mcp_url(), token)
+        assert (await ping(http, second.mcp_url(), token, session_id)).status == 200
+        headers = {**bearer(token), "Mcp-Session-Id": session_id}
+        async with http.delete(first.mcp_url(), headers=headers) as reply:
+            assert reply.status == 200
+        assert (await ping(http, second.mcp_url(), token, session_id)).status == 404
