@@ -217,3 +217,28 @@ async def test_client_name_and_version_come_from_initialize(
     assert (cancelled["clientName"], cancelled["clientVersion"]) == ("inspector", "0.9")
     assert cancelled["sessionId"] == "recorded-session"
     assert recording_upstream.calls("notifications/cancelled")[0]["params"]["requestId"] == 3
+
+
+async def test_filter_verdicts_go_into_the_event(
+    shim_factory: ShimFactory, recording_upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    ingest = Ingest(free_port())
+    await ingest.start()
+    down = {
+        "name": "dlp",
+        "url": f"http://{LOOPBACK}:9/check",
+        "secret": {"value": "s"},
+        "failurePolicy": "Ignore",
+    }
+    shim = shim_factory(
+        recording_upstream.url, audit=audit_config(ingest, tmp_path, "none"), filters=[down]
+    )
+    async with aiohttp.ClientSession() as http:
+        await call(http, shim, 5)
+    await ingest.wait_for(lambda: len(ingest.calls) >= 1)
+    await ingest.stop()
+    (event,) = ingest.calls
+    (verdict,) = event["filters"]
+    assert (verdict["filter"], verdict["phase"], verdict["outcome"]) == ("dlp", "request", "error")
+    assert event["status"] == "ok"
+    assert "arguments" not in event
