@@ -247,3 +247,14 @@ async def test_stopping_the_bridge_ends_the_whole_process_tree(
         process.stop()
     assert not alive(child)
     assert not any(alive(pid) for pid in grandchildren)
+
+
+async def test_server_stderr_goes_to_the_bridge_log(
+    bridge_process: StartBridge, everything_stdio_command: list[str]
+) -> None:
+    noisy = ["sh", "-c", 'echo "hello from stderr" >&2; exec "$0" "$@"', *everything_stdio_command]
+    process, url = bridge_process(noisy)
+    async with sdk_session(url) as session:
+        assert (await session.call_tool("echo", {"message": "x"})).content
+    process.stop()
+    assert "stderr: hello from stderr" in process.log_tail(100_000)
