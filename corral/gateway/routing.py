@@ -139,6 +139,8 @@ def _error_reply(refused: Refused) -> web.Response:
 def _record(request: web.Request, call: Call) -> None:
     metrics = request.app[METRICS]
     metrics.mcp_requests.labels(call.method, str(call.status)).inc()
+    if not log.isEnabledFor(logging.INFO):
+        return
     elapsed_ms = round((time.monotonic() - call.started) * 1000, 3)
     fields = {
         "request_id": call.request_id,
