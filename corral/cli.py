@@ -7,6 +7,7 @@ import click
 from corral import __version__
 from corral.api.commands import crds
 from corral.bridge.command import bridge
+from corral.dev.command import dev
 from corral.gateway.apikey_command import apikey
 from corral.gateway.command import gateway
 from corral.operator.command import operator
@@ -21,6 +22,7 @@ def cli() -> None:
 
 cli.add_command(apikey)
 cli.add_command(bridge)
+cli.add_command(dev)
 cli.add_command(gateway)
 cli.add_command(shim)
 cli.add_command(operator)
