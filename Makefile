@@ -49,5 +49,9 @@ cluster-build:
 cluster: $(INSTALLED) cluster-build
 	$(PY) -m e2e.cluster.launcher
 
+# Benchmarks (not run by `make test`): all scenarios, or one with `make bench SCENARIO=overhead`.
+bench: setup
+	$(PY) -m bench run $(SCENARIO)
+
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,48 @@
+"""`python -m bench run [SCENARIO ...]` runs scenarios (all when none is named) and regenerates
+bench/README.md; `python -m bench report` only regenerates the README from bench/results/."""
+
+from __future__ import annotations
+
+import argparse
+import time
+import traceback
+
+from bench import report
+from bench.common import write_result
+from bench.scenarios import NAMES, Options, load
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run scenarios and write bench/results/")
+    run.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=", ".join(NAMES))
+    run.add_argument("--seconds", type=float, default=6.0, help="length of each load run")
+    run.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    commands.add_parser("report", help="regenerate bench/README.md from bench/results/")
+    args = parser.parse_args()
+    if args.command == "run":
+        names = args.scenarios or list(NAMES)
+        chosen = [(name, load(name)) for name in names]
+        options = Options(seconds=args.seconds, quick=args.quick)
+        failed = []
+        for name, scenario in chosen:
+            print(f"== {name}", flush=True)
+            started = time.monotonic()
+            try:
+                result = scenario(options)
+            except Exception:
+                traceback.print_exc()
+                failed.append(name)
+                continue
+            result["wallSeconds"] = round(time.monotonic() - started, 1)
+            print(f"wrote {write_result(name, result)}", flush=True)
+        report.write_readme()
+        if failed:
+            raise SystemExit(f"scenarios that failed: {', '.join(failed)}")
+    else:
+        report.write_readme()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Scenario 5: N MCPServers from apply to all Ready on the local control plane, and the
+operator's memory (idle and peak).
+
+Rule: runs bench/operator_bench.py (its own e2e.cluster control plane with KWOK nodes and
+`corral operator` as a subprocess) and records the JSON document it prints.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+from bench.common import BENCH, PYTHON, ROOT
+from bench.scenarios import Options, target
+
+SERVERS = 200
+QUICK_SERVERS = 20
+
+
+def run(options: Options) -> dict[str, Any]:
+    servers = QUICK_SERVERS if options.quick else SERVERS
+    argv = [PYTHON, str(BENCH / "operator_bench.py"), "--servers", str(servers)]
+    argv += ["--timeout", "900"]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"operator_bench.py failed ({done.returncode}): {done.stderr[-2000:]}")
+    document = json.loads(done.stdout[done.stdout.index("{") :])
+    per_second = document["servers"] / document["allReadySeconds"]
+    return {
+        "figures": {
+            "MCPServers": document["servers"],
+            "fake nodes": document["nodes"],
+            "seconds to create them all": document["applySeconds"],
+            "seconds from first create to all Ready": document["allReadySeconds"],
+            "servers Ready per second": round(per_second, 1),
+            "operator RSS idle, MiB": document["operatorRssIdleMiB"],
+            "operator RSS peak, MiB": document["operatorRssPeakMiB"],
+        },
+        "targets": [
+            target("operator: MCPServers Ready per second", per_second, 500 / 60, at_least=True)
+        ],
+        "raw": document,
+    }

@@ -1,0 +1,215 @@
+"""Scenarios 1 and 2: MCP `tools/call` overhead, direct versus `corral shim` versus Corral's
+gateway + shim (API key auth, policy, audit into Postgres on) versus IBM ContextForge, in one run.
+
+Rule: the same upstream process serves every path of one comparison; the load is wrk (one
+connection for latency, 16 and 64 for throughput); every run reports non-2xx answers and the CPU
+of wrk and of the processes on the path, so a saturated generator or a failing path is visible.
+Two upstreams: the minimal fast one (bench/upstream.py) and server-everything's `echo`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bench import contextforge, mcpclient
+from bench.common import EVERYTHING, LOOPBACK, NODE, PYTHON, ROOT, WORK, free_port, processes
+from bench.corral_stack import CorralStack, embedded_postgres
+from bench.scenarios import Options, target
+from bench.wrk import Load, run_wrk
+
+CONNECTIONS = (1, 16, 64)
+ASSERTION_HEADER = "Corral-Identity-Assertion"
+
+
+@dataclass(frozen=True)
+class Path:
+    """One way to reach the upstream: URL, static headers, per-request assertion minting."""
+
+    name: str
+    url: str
+    headers: dict[str, str]
+    pids: list[int]
+    mint: Callable[[], str] | None = None
+
+
+@dataclass(frozen=True)
+class Upstream:
+    name: str
+    url: str
+    pid: int
+    tool: str
+    arguments: dict[str, Any]
+
+
+def start_upstreams(stack: Any) -> list[Upstream]:
+    fast_port, everything_port = free_port(), free_port()
+    fast = stack.start("upstream-fast", [PYTHON, "-m", "bench.upstream", str(fast_port)], cwd=ROOT)
+    everything = stack.start(
+        "upstream-everything",
+        [str(NODE), str(EVERYTHING), "streamableHttp"],
+        env={"PORT": str(everything_port)},
+    )
+    stack.wait_http(fast, f"http://{LOOPBACK}:{fast_port}/healthz")
+    stack.wait_http(everything, f"http://{LOOPBACK}:{everything_port}/mcp")
+    return [
+        Upstream("fast", f"http://{LOOPBACK}:{fast_port}/mcp", fast.pid, "echo", {}),
+        Upstream(
+            "everything",
+            f"http://{LOOPBACK}:{everything_port}/mcp",
+            everything.pid,
+            "echo",
+            {"message": "hello"},
+        ),
+    ]
+
+
+def measure(path: Path, tool: str, arguments: dict[str, Any], options: Options) -> dict[str, Any]:
+    """Open a session, check one call works, then one wrk run per connection count."""
+
+    def fresh() -> dict[str, str]:
+        extra = {} if path.mint is None else {ASSERTION_HEADER: path.mint()}
+        return {**path.headers, **extra}
+
+    session = mcpclient.initialize(path.url, fresh)
+    for _ in range(4):
+        mcpclient.call_once(path.url, session, fresh(), tool, arguments)
+    body = session.body(tool, arguments)
+    headers = {**path.headers, **session.headers}
+    runs: dict[str, Any] = {}
+    ceiling = 12_000.0
+    for connections in CONNECTIONS:
+        tokens = None
+        if path.mint is not None:
+            count = int(options.seconds * ceiling * 1.2) + 1000
+            tokens = [path.mint() for _ in range(count)]
+        load = run_wrk(
+            path.url,
+            body,
+            headers,
+            connections=connections,
+            seconds=options.seconds,
+            target_pids=path.pids,
+            tokens=tokens,
+            token_header=ASSERTION_HEADER,
+        )
+        runs[f"c{connections}"] = load.as_dict()
+        print(f"  {path.name:<13} c={connections:<3} {_line(load)}", flush=True)
+    return runs
+
+
+def _line(load: Load) -> str:
+    return (
+        f"{load.rps:>8.0f} req/s  p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:7.2f} ms  "
+        f"non2xx {load.non2xx}  wrk cpu {load.wrk_cpu_percent:4.0f}%  "
+        f"path cpu {load.target_cpu_percent:4.0f}%"
+    )
+
+
+def run(options: Options) -> dict[str, Any]:
+    results: dict[str, Any] = {"upstreams": {}, "notes": []}
+    with processes("overhead") as stack, embedded_postgres("overhead") as dsn:
+        upstreams = start_upstreams(stack)
+        workdir = WORK / "overhead"
+        workdir.mkdir(parents=True, exist_ok=True)
+        corral = CorralStack(stack, dsn, workdir)
+        for upstream in upstreams:
+            corral.start_shim(upstream.name, upstream.url)
+        gateway = corral.start_gateway()
+        forges = {}
+        for upstream in upstreams:
+            try:
+                forges[upstream.name] = contextforge.start(
+                    stack, upstream.url, upstream.name, upstream.tool
+                )
+            except Exception as error:
+                results["notes"].append(f"ContextForge for {upstream.name} failed: {error}")
+        if forges:
+            results["contextforge"] = {
+                "version": next(iter(forges.values())).version,
+                "workers": contextforge.WORKERS,
+            }
+        for upstream in upstreams:
+            print(f"upstream {upstream.name}", flush=True)
+            shim = corral.shims[upstream.name]
+            paths = [
+                Path("direct", upstream.url, {}, [upstream.pid]),
+                Path("shim", shim.url, {}, [shim.process.pid, upstream.pid], shim.assertion),
+                Path(
+                    "gateway+shim",
+                    gateway.mcp_url(upstream.name),
+                    {"Authorization": f"Bearer {gateway.api_key}"},
+                    [gateway.process.pid, shim.process.pid, upstream.pid],
+                ),
+            ]
+            forge = forges.get(upstream.name)
+            if forge is not None:
+                paths.append(
+                    Path(
+                        "contextforge",
+                        forge.mcp_url,
+                        {"Authorization": f"Bearer {forge.token}"},
+                        [forge.process.pid, upstream.pid],
+                    )
+                )
+            measured: dict[str, Any] = {}
+            for path in paths:
+                tool = forge.tool if path.name == "contextforge" and forge else upstream.tool
+                try:
+                    measured[path.name] = measure(path, tool, upstream.arguments, options)
+                except Exception as error:
+                    results["notes"].append(f"{upstream.name} via {path.name} failed: {error}")
+            results["upstreams"][upstream.name] = measured
+    results["targets"] = targets(results["upstreams"].get("fast", {}))
+    results["ratios"] = ratios(results["upstreams"])
+    return results
+
+
+def _rps(measured: dict[str, Any], path: str, connections: int) -> float | None:
+    run = measured.get(path, {}).get(f"c{connections}")
+    return None if run is None else float(run["rps"])
+
+
+def ratios(upstreams: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for name, measured in upstreams.items():
+        for connections in CONNECTIONS:
+            direct = _rps(measured, "direct", connections)
+            for path in ("shim", "gateway+shim", "contextforge"):
+                value = _rps(measured, path, connections)
+                if direct and value:
+                    found[f"{name}/c{connections}/{path}:direct"] = round(value / direct, 3)
+            corral = _rps(measured, "gateway+shim", connections)
+            forge = _rps(measured, "contextforge", connections)
+            if corral and forge:
+                found[f"{name}/c{connections}/corral:contextforge"] = round(corral / forge, 2)
+    return found
+
+
+def targets(fast: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    direct16 = _rps(fast, "direct", 16)
+    gateway16 = _rps(fast, "gateway+shim", 16)
+    shim16 = _rps(fast, "shim", 16)
+    forge16 = _rps(fast, "contextforge", 16)
+    if direct16 and gateway16:
+        found.append(
+            target("gateway+shim / direct, 16 clients", gateway16 / direct16, 0.3, at_least=True)
+        )
+    if gateway16 and forge16:
+        found.append(
+            target(
+                "gateway+shim / ContextForge, 16 clients", gateway16 / forge16, 30, at_least=True
+            )
+        )
+    if direct16 and shim16:
+        found.append(target("shim / direct, 16 clients", shim16 / direct16, 0.45, at_least=True))
+    direct1 = fast.get("direct", {}).get("c1")
+    gateway1 = fast.get("gateway+shim", {}).get("c1")
+    if direct1 and gateway1:
+        added = gateway1["p50Ms"] - direct1["p50Ms"]
+        found.append(
+            target("p50 added by gateway+shim, 1 client", added, 1.0, at_least=False, unit=" ms")
+        )
+    return found
