@@ -110,7 +110,7 @@ async def _initialize(request: web.Request, message: jsonrpc.Message, body: byte
     outbox = session.open_request(message)
     try:
         await session.send(body)
-        response = await _next_message(outbox)
+        response = await _next_message(outbox, session)
     except SessionGoneError as gone:
         response = jsonrpc.error_response(message.id, jsonrpc.UPSTREAM_UNAVAILABLE, str(gone))
     if response is None or "error" in response or session.exit_reason is not None:
@@ -123,11 +123,17 @@ async def _initialize(request: web.Request, message: jsonrpc.Message, body: byte
     )
 
 
-async def _next_message(outbox: Outbox) -> dict[str, Any] | None:
+async def _next_message(
+    outbox: Outbox, session: BridgeSession | None = None
+) -> dict[str, Any] | None:
+    """The response in an outbox; anything else meanwhile goes to the session's GET stream (a
+    client that takes JSON cannot receive it on this request)."""
     while True:
         item = await outbox.get()
         if item is None or ("id" in item and "method" not in item):
             return item
+        if session is not None:
+            session.to_get_stream(item)
 
 
 def _dumps(value: Any) -> str:
@@ -143,16 +149,16 @@ async def _forward_request(
     except SessionGoneError as gone:
         session.forget_request(message.id or 0)
         return error_reply(404, jsonrpc.UPSTREAM_UNAVAILABLE, str(gone), message.id)
-    if not eras.accepts(request.headers.get("Accept"), "text/event-stream"):
-        response = await _next_message(outbox)
-        return web.Response(body=jsonrpc.dumps(response or {}), content_type="application/json")
-    stream = await _open_sse(request)
     try:
+        if not eras.accepts(request.headers.get("Accept"), "text/event-stream"):
+            response = await _next_message(outbox, session)
+            return web.Response(body=jsonrpc.dumps(response or {}), content_type="application/json")
+        stream = await _open_sse(request)
         async for item in _drain(outbox):
             await stream.write(sse.encode_event(jsonrpc.dumps(item)))
+        return stream
     finally:
         session.forget_request(message.id or 0)
-    return stream
 
 
 async def _open_sse(request: web.Request) -> web.StreamResponse:

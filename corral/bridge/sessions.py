@@ -91,12 +91,17 @@ class BridgeSession:
                 return
         if self._pending:
             next(reversed(self._pending.values())).put_nowait(body)
-        elif self._get_stream is not None:
-            self._get_stream.put_nowait(body)
         else:
-            if len(self._backlog) == self._backlog.maxlen:
-                log.warning("session %s: backlog full, dropping the oldest message", self.id)
-            self._backlog.append(body)
+            self.to_get_stream(body)
+
+    def to_get_stream(self, body: dict[str, Any]) -> None:
+        """Send a message on the GET stream, or keep it for the next one."""
+        if self._get_stream is not None:
+            self._get_stream.put_nowait(body)
+            return
+        if len(self._backlog) == self._backlog.maxlen:
+            log.warning("session %s: backlog full, dropping the oldest message", self.id)
+        self._backlog.append(body)
 
     def child_exited(self, why: str) -> None:
         """Fail every request in flight with a clear error and end the session's streams."""

@@ -9,10 +9,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx2
 import mcp_types as types
+import orjson
 import pytest
 
+from corral.mcp.sse import SSEParser
 from tests.fixtures.processes import RunningProcess
 from tests.fixtures.shim import sdk_session
 
@@ -258,3 +261,63 @@ async def test_server_stderr_goes_to_the_bridge_log(
         assert (await session.call_tool("echo", {"message": "x"})).content
     process.stop()
     assert "stderr: hello from stderr" in process.log_tail(100_000)
+
+
+async def test_json_only_clients_get_server_requests_on_the_get_stream(
+    bridge_process: StartBridge, everything_stdio_command: list[str]
+) -> None:
+    _, url = bridge_process(everything_stdio_command)
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {"sampling": {}},
+            "clientInfo": {"name": "json-only", "version": "1"},
+        },
+    }
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "trigger-sampling-request", "arguments": {"prompt": "json"}},
+    }
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json=initialize) as response:
+            headers = {"Mcp-Session-Id": response.headers["Mcp-Session-Id"]}
+        note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        async with http.post(url, json=note, headers=headers) as response:
+            assert response.status == 202
+        stream = await http.get(url, headers={**headers, "Accept": "text/event-stream"})
+        pending = asyncio.ensure_future(
+            http.post(url, json=call, headers={**headers, "Accept": "application/json"})
+        )
+        parser = SSEParser()
+        sampling: dict[str, Any] = {}
+        try:
+            async with asyncio.timeout(30):
+                while not sampling:
+                    for event in parser.feed(await stream.content.readany()):
+                        message = orjson.loads(event.data) if event.data else {}
+                        if message.get("method") == "sampling/createMessage":
+                            sampling = message
+        finally:
+            stream.close()
+            if not sampling:
+                pending.cancel()
+        answer = {
+            "jsonrpc": "2.0",
+            "id": sampling["id"],
+            "result": {
+                "role": "assistant",
+                "content": {"type": "text", "text": "answered on the side"},
+                "model": "m",
+            },
+        }
+        async with http.post(url, json=answer, headers=headers) as response:
+            assert response.status == 202
+        async with await pending as response:
+            reply = await response.json()
+    assert sampling["method"] == "sampling/createMessage"
+    assert "answered on the side" in reply["result"]["content"][0]["text"]
