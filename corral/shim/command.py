@@ -13,6 +13,8 @@ import uvloop
 from corral.common.log import setup_logging
 from corral.shim.app import serve
 from corral.shim.config import ConfigError, load_config
+from corral.shim.metrics import ShimMetrics
+from corral.shim.runtime import build_runtime
 
 
 @click.command()
@@ -29,9 +31,9 @@ def shim(config_path: Path, log_level: str, log_json: bool) -> None:
     """Serve one MCP server: verify identity, authorize, filter and audit every message."""
     setup_logging(log_level, json_lines=log_json)
     try:
-        load_config(config_path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        build_runtime(load_config(config_path), ShimMetrics())
+    except (ConfigError, ValueError) as exc:
+        raise click.ClickException(f"{config_path}: {exc}") from None
     uvloop.run(_main(config_path))
 
 
