@@ -1,5 +1,6 @@
 """`python -m bench run [SCENARIO ...]` runs scenarios (all when none is named) and regenerates
-bench/README.md; `python -m bench report` only regenerates the README from bench/results/."""
+bench/README.md; `python -m bench report` only regenerates the README from bench/results/;
+`python -m bench profile` profiles the shim and the gateway under load (pyinstrument)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ def main() -> None:
     run.add_argument("--seconds", type=float, default=6.0, help="length of each load run")
     run.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     commands.add_parser("report", help="regenerate bench/README.md from bench/results/")
+    prof = commands.add_parser("profile", help="pyinstrument the shim and gateway under load")
+    prof.add_argument("--seconds", type=float, default=15.0)
     args = parser.parse_args()
     if args.command == "run":
         names = args.scenarios or list(NAMES)
@@ -40,6 +43,10 @@ def main() -> None:
         report.write_readme()
         if failed:
             raise SystemExit(f"scenarios that failed: {', '.join(failed)}")
+    elif args.command == "profile":
+        from bench import profile
+
+        profile.main(args.seconds)
     else:
         report.write_readme()
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import CORRAL, LOOPBACK, WORK, Processes, answers, free_port, wait_until
+from bench.common import CORRAL, LOOPBACK, PYTHON, WORK, Processes, answers, free_port, wait_until
 from corral.common.assertion import generate_signing_key, mint_assertion, public_jwk
 from corral.gateway.signing import signing_key_pem
 
@@ -96,6 +96,15 @@ class CorralStack:
     shim_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     shims: dict[str, Shim] = field(default_factory=dict)
     gateway_port: int = field(default_factory=free_port)
+    profile_dir: Path | None = None
+
+    def _argv(self, name: str, argv: list[str]) -> list[str]:
+        """``argv``, under pyinstrument (text report on exit) when profiling."""
+        if self.profile_dir is None:
+            return argv
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        report = self.profile_dir / f"{name}.txt"
+        return [PYTHON, "-m", "pyinstrument", "-r", "text", "-o", str(report), *argv]
 
     def start_shim(self, name: str, upstream_url: str, audit_to_gateway: bool = True) -> Shim:
         port, admin = free_port(), free_port()
@@ -121,7 +130,7 @@ class CorralStack:
         path = self.workdir / f"shim-{name}.json"
         path.write_text(json.dumps(config))
         argv = [CORRAL, "shim", "--config", str(path), "--log-level", "warning"]
-        process = self.stack.start(f"shim-{name}", argv)
+        process = self.stack.start(f"shim-{name}", self._argv(f"shim-{name}", argv))
         self.stack.wait_http(process, f"http://{LOOPBACK}:{admin}/readyz")
         shim = Shim(
             name, f"http://{LOOPBACK}:{port}/mcp", f"http://{LOOPBACK}:{admin}", process, self.key
@@ -154,7 +163,7 @@ class CorralStack:
         path.write_text(json.dumps(config))
         api_key = self.create_api_key()
         argv = [CORRAL, "gateway", "--config", str(path), "--log-level", "warning"]
-        process = self.stack.start("gateway", argv)
+        process = self.stack.start("gateway", self._argv("gateway", argv))
         base = f"http://{LOOPBACK}:{self.gateway_port}"
         self.stack.wait_http(process, f"{base}/readyz")
         wait_until(lambda: answers(f"{base}/readyz"), "gateway ready")

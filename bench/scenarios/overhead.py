@@ -163,7 +163,25 @@ def run(options: Options) -> dict[str, Any]:
             results["upstreams"][upstream.name] = measured
     results["targets"] = targets(results["upstreams"].get("fast", {}))
     results["ratios"] = ratios(results["upstreams"])
+    results["figures"] = generator_headroom(results["upstreams"])
     return results
+
+
+def generator_headroom(upstreams: dict[str, Any]) -> dict[str, Any]:
+    """How far wrk was from saturating: its busiest run, and the request rate its CPU per
+    request would allow on its two threads (compared with the fastest rate measured)."""
+    runs = [run for paths in upstreams.values() for p in paths.values() for run in p.values()]
+    if not runs:
+        return {}
+    busiest = max(runs, key=lambda run: run["wrkCpuPercent"])
+    fastest = max(runs, key=lambda run: run["rps"])
+    per_request = fastest["wrkCpuPercent"] / 100 / fastest["rps"] if fastest["rps"] else 0.0
+    capacity = 2 / per_request if per_request else float("inf")
+    return {
+        "wrk CPU, busiest run, % of one core": busiest["wrkCpuPercent"],
+        "fastest measured rate, req/s": fastest["rps"],
+        "wrk capacity at its CPU per request (2 threads), req/s": round(capacity),
+    }
 
 
 def _rps(measured: dict[str, Any], path: str, connections: int) -> float | None:
