@@ -22,8 +22,11 @@ $(NODE_INSTALLED): package.json package-lock.json
 
 setup: $(INSTALLED) $(NODE_INSTALLED)
 
+# `make dev DEV_FLAGS="--port 9090"`; any other manifest directory with DEV_DIR=path.
+DEV_DIR ?= examples/dev
+DEV_FLAGS ?=
 dev: setup
-	$(VENV)/bin/corral --help
+	$(VENV)/bin/corral dev $(DEV_FLAGS) $(DEV_DIR)
 
 test: setup
 	$(PY) -m pytest

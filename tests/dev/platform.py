@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,17 +88,22 @@ class DevPlatform:
         return None
 
 
-def start_platform(base: Path) -> DevPlatform:
-    """Start `corral dev` on a copy of examples/dev under ``base``; wait for the first table."""
+def start_platform(
+    base: Path, command: Callable[[Path, Path, int], Sequence[str]] | None = None
+) -> DevPlatform:
+    """Start `corral dev` on a copy of examples/dev under ``base``; wait for the first table.
+
+    ``command(manifests, data_dir, port)`` gives another command line that runs it.
+    """
     manifests = base / "manifests"
     shutil.copytree(EXAMPLES, manifests)
     data_dir = base / "data"
     log_path = base / "corral-dev.log"
     port = free_port()
-    argv = [str(CORRAL), "dev", str(manifests), "--data-dir", str(data_dir), "--port", str(port)]
+    argv = (command or _corral_dev)(manifests, data_dir, port)
     with log_path.open("ab") as log:
         popen = subprocess.Popen(
-            argv,
+            list(argv),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -113,11 +118,16 @@ def start_platform(base: Path) -> DevPlatform:
     return platform
 
 
+def _corral_dev(manifests: Path, data_dir: Path, port: int) -> list[str]:
+    return [str(CORRAL), "dev", str(manifests), "--data-dir", str(data_dir), "--port", str(port)]
+
+
 def stop_platform(platform: DevPlatform, *, timeout: float = 60.0) -> list[psutil.Process]:
-    """SIGINT, wait for the exit; return the descendants still alive then (and kill them)."""
+    """SIGINT to its process group (as Ctrl-C in a terminal), wait for the exit; return the
+    descendants still alive then (and kill them)."""
     children = platform.descendants()
     if platform.popen.poll() is None:
-        platform.popen.send_signal(signal.SIGINT)
+        os.killpg(platform.popen.pid, signal.SIGINT)
         try:
             platform.popen.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -145,8 +155,10 @@ def _remove_postgres_cluster(data_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def running_platform(base: Path) -> Iterator[DevPlatform]:
-    platform = start_platform(base)
+def running_platform(
+    base: Path, command: Callable[[Path, Path, int], Sequence[str]] | None = None
+) -> Iterator[DevPlatform]:
+    platform = start_platform(base, command)
     try:
         yield platform
     finally:
