@@ -8,6 +8,7 @@ events to the gateway's ingest endpoint, which stores them in Postgres.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -18,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import asyncpg
 
 from bench.common import CORRAL, LOOPBACK, PYTHON, WORK, Processes, answers, free_port, wait_until
 from corral.common.assertion import generate_signing_key, mint_assertion, public_jwk
@@ -93,7 +96,7 @@ class CorralStack:
     dsn: str
     workdir: Path
     key: Any = field(default_factory=generate_signing_key, repr=False)
-    shim_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    shim_tokens: dict[str, str] = field(default_factory=dict)
     shims: dict[str, Shim] = field(default_factory=dict)
     gateway_port: int = field(default_factory=free_port)
     profile_dir: Path | None = None
@@ -110,10 +113,11 @@ class CorralStack:
         port, admin = free_port(), free_port()
         sink: dict[str, Any] = {"kind": "stdout"}
         if audit_to_gateway:
+            self.shim_tokens[name] = secrets.token_urlsafe(32)
             sink = {
                 "kind": "http",
                 "url": f"http://{LOOPBACK}:{self.gateway_port}/api/audit/ingest",
-                "token": {"value": self.shim_token},
+                "token": {"value": self.shim_tokens[name]},
                 "batchSize": 200,
                 "flushIntervalSeconds": 1,
             }
@@ -156,7 +160,8 @@ class CorralStack:
             ],
             "policies": [allow_all(names)],
             "shimTokens": [
-                {"token": {"value": self.shim_token}, "server": f"{NAMESPACE}/{n}"} for n in names
+                {"token": {"value": token}, "server": f"{NAMESPACE}/{n}"}
+                for n, token in self.shim_tokens.items()
             ],
         }
         path = self.workdir / "gateway.json"
@@ -168,6 +173,21 @@ class CorralStack:
         self.stack.wait_http(process, f"{base}/readyz")
         wait_until(lambda: answers(f"{base}/readyz"), "gateway ready")
         return Gateway(base, process, api_key)
+
+    def audit_counts(self) -> dict[str, int]:
+        """Audit events stored so far, per server (evidence that audit was on)."""
+
+        async def count() -> dict[str, int]:
+            connection = await asyncpg.connect(self.dsn)
+            try:
+                rows = await connection.fetch(
+                    "SELECT server, count(*) AS n FROM audit_events GROUP BY server"
+                )
+            finally:
+                await connection.close()
+            return {row["server"]: int(row["n"]) for row in rows}
+
+        return asyncio.run(count())
 
     def create_api_key(self) -> str:
         out = subprocess.run(

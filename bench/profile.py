@@ -40,7 +40,7 @@ def profile(seconds: float) -> list[Path]:
             {**headers, **session.headers},
             connections=16,
             seconds=seconds,
-            target_pids=[gateway.process.pid, shim.process.pid],
+            target_pids={"gateway": gateway.process.pid, "shim": shim.process.pid},
         )
         print(f"gateway+shim under pyinstrument: {load.rps:.0f} req/s, non-2xx {load.non2xx}")
     return sorted(OUT.glob("*.txt"))

@@ -30,10 +30,17 @@ local threads_total = {threads}
 local count = 0
 local index = 0
 local tokens = nil
+local threads = {{}}
+statuses = {{}}
 
 function setup(thread)
   thread:set("thread_id", count)
   count = count + 1
+  threads[#threads + 1] = thread
+end
+
+function response(status, headers, body)
+  if status >= 300 then statuses[status] = (statuses[status] or 0) + 1 end
 end
 
 function init(args)
@@ -59,6 +66,13 @@ function request()
 end
 
 function done(summary, latency, requests)
+  local seen = {{}}
+  for _, thread in ipairs(threads) do
+    for code, n in pairs(thread:get("statuses")) do seen[code] = (seen[code] or 0) + n end
+  end
+  local parts = {{}}
+  for code, n in pairs(seen) do parts[#parts + 1] = string.format("\\"%d\\": %d", code, n) end
+  io.write("WRKSTATUS {{" .. table.concat(parts, ", ") .. "}}\\n")
   io.write(string.format(
     "WRKJSON {{\\"requests\\": %d, \\"duration_us\\": %d, \\"non2xx\\": %d, " ..
     "\\"errors\\": %d, \\"p50_us\\": %d, \\"p90_us\\": %d, \\"p99_us\\": %d, " ..
@@ -94,11 +108,19 @@ class Load:
     socket_errors: int
     wrk_cpu_percent: float
     target_cpu_percent: float
+    cpu_us_per_request: dict[str, float]
+    statuses: dict[str, int]
+
+    @property
+    def ok_rps(self) -> float:
+        """Requests per second that got a 2xx answer."""
+        return self.rps * (self.requests - self.non2xx) / self.requests if self.requests else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "connections": self.connections,
             "rps": round(self.rps, 1),
+            "okRps": round(self.ok_rps, 1),
             "p50Ms": round(self.p50_ms, 3),
             "p90Ms": round(self.p90_ms, 3),
             "p99Ms": round(self.p99_ms, 3),
@@ -106,8 +128,10 @@ class Load:
             "requests": self.requests,
             "non2xx": self.non2xx,
             "socketErrors": self.socket_errors,
+            "errorStatuses": self.statuses,
             "wrkCpuPercent": round(self.wrk_cpu_percent, 1),
             "targetCpuPercent": round(self.target_cpu_percent, 1),
+            "cpuUsPerRequest": {k: round(v, 1) for k, v in self.cpu_us_per_request.items()},
         }
 
 
@@ -135,11 +159,13 @@ def run_wrk(
     *,
     connections: int,
     seconds: float,
-    target_pids: list[int],
+    target_pids: Mapping[str, int],
     tokens: list[str] | None = None,
     token_header: str = "",
 ) -> Load:
-    """Runs wrk for ``seconds`` against ``url``; CPU% of wrk and of the target processes."""
+    """Runs wrk for ``seconds`` against ``url``; CPU% of wrk and of the target processes, and
+    each target's CPU time per request (``target_pids`` by name), which contention from other
+    work on the machine does not change."""
     threads = 1 if connections == 1 else 2
     with tempfile.TemporaryDirectory(prefix="corral-wrk-") as tmp:
         token_file = None
@@ -158,7 +184,7 @@ def run_wrk(
         )
         argv = [ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s"]
         argv += ["--timeout", "10s", "-s", str(script), url]
-        target_before = sum(tree_cpu_seconds(pid) for pid in target_pids)
+        before = {name: tree_cpu_seconds(pid) for name, pid in target_pids.items()}
         started = time.monotonic()
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         wrk_cpu = 0.0
@@ -167,12 +193,15 @@ def run_wrk(
             time.sleep(0.1)
         elapsed = time.monotonic() - started
         output = process.stdout.read().decode() if process.stdout else ""
-        target_cpu = sum(tree_cpu_seconds(pid) for pid in target_pids) - target_before
+        used = {name: tree_cpu_seconds(pid) - before[name] for name, pid in target_pids.items()}
     line = next((x for x in output.splitlines() if x.startswith("WRKJSON ")), None)
     if process.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({process.returncode}): {output[-2000:]}")
     data = json.loads(line.removeprefix("WRKJSON "))
+    status_line = next((x for x in output.splitlines() if x.startswith("WRKSTATUS ")), "")
+    statuses = json.loads(status_line.removeprefix("WRKSTATUS ") or "{}")
     duration = data["duration_us"] / 1e6
+    count = max(1, data["requests"])
     return Load(
         connections=connections,
         rps=data["requests"] / duration,
@@ -184,7 +213,9 @@ def run_wrk(
         non2xx=data["non2xx"],
         socket_errors=data["errors"],
         wrk_cpu_percent=100 * wrk_cpu / elapsed,
-        target_cpu_percent=100 * target_cpu / elapsed,
+        target_cpu_percent=100 * sum(used.values()) / elapsed,
+        cpu_us_per_request={name: 1e6 * cpu / count for name, cpu in used.items()},
+        statuses=statuses,
     )
 
 

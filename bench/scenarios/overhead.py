@@ -14,7 +14,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import contextforge, mcpclient
-from bench.common import EVERYTHING, LOOPBACK, NODE, PYTHON, ROOT, WORK, free_port, processes
+from bench.common import (
+    EVERYTHING,
+    LOOPBACK,
+    NODE,
+    PYTHON,
+    ROOT,
+    WORK,
+    free_port,
+    processes,
+    wait_until,
+)
 from bench.corral_stack import CorralStack, embedded_postgres
 from bench.scenarios import Options, target
 from bench.wrk import Load, run_wrk
@@ -30,7 +40,7 @@ class Path:
     name: str
     url: str
     headers: dict[str, str]
-    pids: list[int]
+    pids: dict[str, int]
     mint: Callable[[], str] | None = None
 
 
@@ -134,13 +144,23 @@ def run(options: Options) -> dict[str, Any]:
             print(f"upstream {upstream.name}", flush=True)
             shim = corral.shims[upstream.name]
             paths = [
-                Path("direct", upstream.url, {}, [upstream.pid]),
-                Path("shim", shim.url, {}, [shim.process.pid, upstream.pid], shim.assertion),
+                Path("direct", upstream.url, {}, {"upstream": upstream.pid}),
+                Path(
+                    "shim",
+                    shim.url,
+                    {},
+                    {"shim": shim.process.pid, "upstream": upstream.pid},
+                    shim.assertion,
+                ),
                 Path(
                     "gateway+shim",
                     gateway.mcp_url(upstream.name),
                     {"Authorization": f"Bearer {gateway.api_key}"},
-                    [gateway.process.pid, shim.process.pid, upstream.pid],
+                    {
+                        "gateway": gateway.process.pid,
+                        "shim": shim.process.pid,
+                        "upstream": upstream.pid,
+                    },
                 ),
             ]
             forge = forges.get(upstream.name)
@@ -150,7 +170,7 @@ def run(options: Options) -> dict[str, Any]:
                         "contextforge",
                         forge.mcp_url,
                         {"Authorization": f"Bearer {forge.token}"},
-                        [forge.process.pid, upstream.pid],
+                        {"contextforge": forge.process.pid, "upstream": upstream.pid},
                     )
                 )
             measured: dict[str, Any] = {}
@@ -161,6 +181,12 @@ def run(options: Options) -> dict[str, Any]:
                 except Exception as error:
                     results["notes"].append(f"{upstream.name} via {path.name} failed: {error}")
             results["upstreams"][upstream.name] = measured
+        wait_until(
+            lambda: all(corral.audit_counts().get(u.name, 0) > 0 for u in upstreams),
+            "audit events from every shim in Postgres",
+            timeout=30,
+        )
+        results["auditEventsStored"] = corral.audit_counts()
     results["targets"] = targets(results["upstreams"].get("fast", {}))
     results["ratios"] = ratios(results["upstreams"])
     results["figures"] = generator_headroom(results["upstreams"])
@@ -185,8 +211,15 @@ def generator_headroom(upstreams: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rps(measured: dict[str, Any], path: str, connections: int) -> float | None:
+    """Successful (2xx) requests per second."""
     run = measured.get(path, {}).get(f"c{connections}")
-    return None if run is None else float(run["rps"])
+    return None if run is None else float(run["okRps"])
+
+
+def _cpu_us(measured: dict[str, Any], path: str, connections: int) -> float | None:
+    """CPU time per request of every process on the path."""
+    run = measured.get(path, {}).get(f"c{connections}")
+    return None if run is None else float(sum(run["cpuUsPerRequest"].values()))
 
 
 def ratios(upstreams: dict[str, Any]) -> dict[str, Any]:
@@ -202,6 +235,12 @@ def ratios(upstreams: dict[str, Any]) -> dict[str, Any]:
             forge = _rps(measured, "contextforge", connections)
             if corral and forge:
                 found[f"{name}/c{connections}/corral:contextforge"] = round(corral / forge, 2)
+            direct_cpu = _cpu_us(measured, "direct", connections)
+            for path in ("shim", "gateway+shim", "contextforge"):
+                cpu = _cpu_us(measured, path, connections)
+                if direct_cpu and cpu:
+                    key = f"{name}/c{connections}/{path}:direct by CPU per request"
+                    found[key] = round(direct_cpu / cpu, 3)
     return found
 
 
@@ -223,6 +262,35 @@ def targets(fast: dict[str, Any]) -> list[dict[str, Any]]:
         )
     if direct16 and shim16:
         found.append(target("shim / direct, 16 clients", shim16 / direct16, 0.45, at_least=True))
+    direct_cpu, gateway_cpu = _cpu_us(fast, "direct", 16), _cpu_us(fast, "gateway+shim", 16)
+    shim_cpu, forge_cpu = _cpu_us(fast, "shim", 16), _cpu_us(fast, "contextforge", 16)
+    if direct_cpu and gateway_cpu:
+        found.append(
+            target(
+                "gateway+shim / direct by CPU per request (load-independent), 16 clients",
+                direct_cpu / gateway_cpu,
+                0.3,
+                at_least=True,
+            )
+        )
+    if direct_cpu and shim_cpu:
+        found.append(
+            target(
+                "shim / direct by CPU per request (load-independent), 16 clients",
+                direct_cpu / shim_cpu,
+                0.45,
+                at_least=True,
+            )
+        )
+    if forge_cpu and gateway_cpu:
+        found.append(
+            target(
+                "gateway+shim / ContextForge by CPU per request, 16 clients",
+                forge_cpu / gateway_cpu,
+                30,
+                at_least=True,
+            )
+        )
     direct1 = fast.get("direct", {}).get("c1")
     gateway1 = fast.get("gateway+shim", {}).get("c1")
     if direct1 and gateway1:

@@ -65,7 +65,7 @@ async def open_sessions(url: str, api_key: str, count: int) -> int:
     return opened
 
 
-def p50_one_client(url: str, api_key: str, seconds: float, pids: list[int]) -> dict[str, Any]:
+def p50_one_client(url: str, api_key: str, seconds: float, pids: dict[str, int]) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {api_key}"}
     session = initialize(url, lambda: headers)
     load = run_wrk(
@@ -95,7 +95,7 @@ def run(options: Options) -> dict[str, Any]:
         shim = corral.start_shim("fast", f"http://{LOOPBACK}:{port}/mcp")
         gateway = corral.start_gateway()
         url = gateway.mcp_url("fast")
-        pids = [gateway.process.pid, shim.process.pid, upstream.pid]
+        pids = {"gateway": gateway.process.pid, "shim": shim.process.pid, "upstream": upstream.pid}
         asyncio.run(open_sessions(url, gateway.api_key, 200))
         baseline = p50_one_client(url, gateway.api_key, seconds, pids)
         rss = {"gateway": rss_bytes(gateway.process.pid), "shim": rss_bytes(shim.process.pid)}
