@@ -100,7 +100,7 @@ async def run(
             await kopf.operator(
                 registry=registry,
                 settings=kopf_settings(settings),
-                peering_name=settings.peering.name,
+                peering_name=None if settings.peering.standalone else settings.peering.name,
                 standalone=settings.peering.standalone,
                 priority=settings.peering.priority,
                 liveness_endpoint=settings.serve.liveness_endpoint,

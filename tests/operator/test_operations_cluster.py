@@ -26,7 +26,7 @@ def test_killed_mid_reconcile_converges_after_restart_without_duplicates(
 ) -> None:
     h = operator_harness
     names = [f"s{i:02d}" for i in range(12)]
-    first = h.start()
+    first = h.start(extra=("--standalone",))
     for name in names:
         h.create(SERVERS, server(name))
     wait_for(
@@ -36,7 +36,7 @@ def test_killed_mid_reconcile_converges_after_restart_without_duplicates(
     )
 
     first.process.stop(sig=signal.SIGKILL, grace=0)
-    h.start()
+    h.start(extra=("--standalone",))
 
     wait_for("all servers ready", lambda: ready_count(h, names) == len(names), 120)
     deployments = h.apps.list_namespaced_deployment(h.namespace).items

@@ -51,6 +51,13 @@ def policy_names(h: OperatorHarness, name: str) -> list[str]:
     return [p["metadata"]["name"] for p in shim_config(h, name)[1]["policies"]]
 
 
+def event_reasons(h: OperatorHarness, name: str) -> set[str]:
+    events = h.core.list_namespaced_event(
+        h.namespace, field_selector=f"involvedObject.name={name}"
+    ).items
+    return {e.reason for e in events}
+
+
 def server_image(h: OperatorHarness, name: str) -> str | None:
     deployment = h.read("Deployment", name)
     if deployment is None:
@@ -153,6 +160,11 @@ def test_idle_shared_server_scales_to_zero_and_wakes(operator_harness: OperatorH
 
     wait_for("woken", lambda: h.read("Deployment", "sleepy").spec.replicas == 1, 30)  # type: ignore[union-attr]
     assert (h.get(SERVERS, "sleepy") or {})["spec"] == spec_before
+    wait_for(
+        "events for both transitions",
+        lambda: {"ScaledToZero", "Woken"} <= event_reasons(h, "sleepy"),
+        30,
+    )
 
 
 def test_per_user_instance_lives_until_idle(operator_harness: OperatorHarness) -> None:
