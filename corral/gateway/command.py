@@ -14,23 +14,35 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import click
 import orjson
 import uvloop
 from aiohttp import web
+from kubernetes import config as kube_config
+from kubernetes.client import ApiClient
 
 from corral.common.assertion import generate_signing_key, public_jwk
 from corral.common.log import setup_logging
 from corral.gateway.app import create_app
-from corral.gateway.config import ConfigError, GatewayConfig, load_config, to_settings
+from corral.gateway.config import (
+    ConfigError,
+    Discovery,
+    GatewayConfig,
+    load_config,
+    to_settings,
+)
+from corral.gateway.directory import ServerDirectory
+from corral.gateway.kubedirectory import KubernetesDirectory
 from corral.gateway.sessions import KEY_BYTES
 from corral.gateway.settings import GatewaySettings
 from corral.gateway.signing import signing_key_pem
 
 log = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT = 10.0
+SYNC_TIMEOUT = 60.0
 
 _CONFIG = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -58,7 +70,7 @@ def gateway(
         raise click.UsageError("give --config PATH (see docs/gateway.md)")
     setup_logging(log_level, json_lines=log_json)
     config, settings = _load(config_path)
-    uvloop.run(_main(settings, config.listen.host, config.listen.port))
+    uvloop.run(_main(settings, config))
 
 
 @gateway.command()
@@ -88,8 +100,8 @@ def new_session_key() -> None:
     click.echo(base64.b64encode(os.urandom(KEY_BYTES)).decode())
 
 
-async def _main(settings: GatewaySettings, host: str, port: int) -> None:
-    task = asyncio.create_task(_serve(settings, host, port))
+async def _main(settings: GatewaySettings, config: GatewayConfig) -> None:
+    task = asyncio.create_task(_serve(settings, config))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
@@ -97,9 +109,44 @@ async def _main(settings: GatewaySettings, host: str, port: int) -> None:
         await task
 
 
-async def _serve(settings: GatewaySettings, host: str, port: int) -> None:
+async def _serve(settings: GatewaySettings, config: GatewayConfig) -> None:
+    async with _directory(config.discovery) as directory:
+        await _run(settings, directory, config.listen.host, config.listen.port)
+
+
+@contextlib.asynccontextmanager
+async def _directory(discovery: Discovery) -> AsyncIterator[ServerDirectory | None]:
+    """None for the configured static list; a synced Kubernetes watch cache otherwise."""
+    if discovery.kind == "static":
+        yield None
+        return
+    if discovery.kubeconfig is not None:
+        api = kube_config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(discovery.kubeconfig)
+        )
+    else:
+        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
+        api = ApiClient()
+    directory = KubernetesDirectory(api, namespace=discovery.namespace)
+    directory.start()
+    try:
+        if not await asyncio.to_thread(directory.wait_synced, SYNC_TIMEOUT):
+            raise click.ClickException(
+                f"could not list MCPServers and AccessPolicies within {SYNC_TIMEOUT:g}s: "
+                "check the API server address and the gateway's RBAC (get, list, watch)"
+            )
+        log.info("watching MCPServers and AccessPolicies in %s", discovery.namespace or "all")
+        yield directory
+    finally:
+        await asyncio.to_thread(directory.stop)
+        api.close()
+
+
+async def _run(
+    settings: GatewaySettings, directory: ServerDirectory | None, host: str, port: int
+) -> None:
     runner = web.AppRunner(
-        create_app(settings),
+        create_app(settings, directory=directory),
         access_log=None,
         handler_cancellation=True,
         shutdown_timeout=SHUTDOWN_TIMEOUT,

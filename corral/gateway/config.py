@@ -104,6 +104,14 @@ class Server(ConfigModel):
     startup_timeout_seconds: float = Field(60.0, gt=0)
 
 
+class Discovery(ConfigModel):
+    """Where servers come from: the ``servers`` list, or a watch of the Kubernetes API."""
+
+    kind: Literal["static", "kubernetes"] = "static"
+    namespace: str | None = None
+    kubeconfig: Path | None = None
+
+
 class ShimToken(ConfigModel):
     token: Secret
     server: str
@@ -119,6 +127,7 @@ class GatewayConfig(ConfigModel):
     sessions: Sessions
     edge: Edge = Field(default_factory=Edge)
     upstream: Upstream = Field(default_factory=Upstream)
+    discovery: Discovery = Field(default_factory=Discovery)
     servers: list[Server] = Field(default_factory=list)
     policies: list[AccessPolicy] | None = None
     authorization_servers: list[str] = Field(default_factory=list)
