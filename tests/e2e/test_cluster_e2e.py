@@ -188,8 +188,10 @@ async def test_access_policy_denies_and_the_audit_api_shows_it(running: Running)
         return found
 
     found = wait_for("the denial in the audit API", denials, WAIT)
-    assert found[0]["decision"] == "deny"
-    assert found[0]["user"] == ALICE.name
+    event = found[0]
+    assert event["decision"]["allowed"] is False, event
+    assert event["decision"]["rule"] == "no-env"
+    assert event["user"] == ALICE.name, event
 
 
 def test_a_per_user_instance_runs_when_the_gateway_account_creates_it(running: Running) -> None:
