@@ -9,6 +9,7 @@ flight, else to the GET stream, else to a bounded backlog the next GET stream re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections import OrderedDict, deque
@@ -20,6 +21,8 @@ from corral.mcp.jsonrpc import UPSTREAM_UNAVAILABLE, Message, RequestId, error_r
 log = logging.getLogger(__name__)
 
 BACKLOG = 1000
+EXIT_WAIT_SECONDS = 5.0
+"""How long a failed write waits for the backend's exit, to report why it ended."""
 ENDED_REMEMBERED = 10_000
 Outbox = asyncio.Queue[dict[str, Any] | None]
 """Messages for one HTTP stream; None ends the stream."""
@@ -126,7 +129,10 @@ class BridgeSession:
         try:
             await self.child.send(body)
         except (ConnectionError, BrokenPipeError) as exc:
-            raise SessionGoneError(str(exc)) from exc
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(EXIT_WAIT_SECONDS):
+                    await self.closed.wait()
+            raise SessionGoneError(self.exit_reason or str(exc)) from exc
 
 
 class SessionTable:
