@@ -1,32 +1,48 @@
-"""The `corral` command line: one entry point, one subcommand per working process or tool."""
+"""The `corral` command line: one entry point, one subcommand per working process or tool.
+
+Subcommands are imported when they run (``SUBCOMMANDS``), so each process loads only its own
+code: a shim or bridge starts without importing the operator, Kubernetes client or CRD tooling.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from corral import __version__
-from corral.api.commands import crds
-from corral.bridge.command import bridge
-from corral.dev.command import dev
-from corral.gateway.apikey_command import apikey
-from corral.gateway.command import gateway
-from corral.operator.command import operator
-from corral.shim.command import shim
+
+SUBCOMMANDS = {
+    "apikey": "corral.gateway.apikey_command:apikey",
+    "bridge": "corral.bridge.command:bridge",
+    "crds": "corral.api.commands:crds",
+    "dev": "corral.dev.command:dev",
+    "gateway": "corral.gateway.command:gateway",
+    "operator": "corral.operator.command:operator",
+    "shim": "corral.shim.command:shim",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose ``SUBCOMMANDS`` are imported on first use; ``add_command`` still works."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *SUBCOMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in SUBCOMMANDS:
+            module, _, attribute = SUBCOMMANDS[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attribute)
+            assert isinstance(command, click.Command)
+            self.add_command(command, cmd_name)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="corral")
 def cli() -> None:
     """Corral: run and govern MCP servers on Kubernetes."""
-
-
-cli.add_command(apikey)
-cli.add_command(bridge)
-cli.add_command(dev)
-cli.add_command(gateway)
-cli.add_command(shim)
-cli.add_command(operator)
-cli.add_command(crds)
 
 
 def main() -> None:

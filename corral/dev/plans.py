@@ -66,6 +66,7 @@ class ServerPlan:
     shim_config: Mapping[str, Any] | None
     probe_url: str | None
     problems: tuple[str, ...] = ()
+    startup_timeout: float = 120.0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -148,6 +149,7 @@ def _plan(server: MCPServer, manifests: Manifests, book: PortBook, env: Environm
         shim_config=shim_config if not problems else None,
         probe_url=upstream or None,
         problems=tuple(problems),
+        startup_timeout=float(effective.startup_timeout) if effective is not None else 120.0,
     )
 
 

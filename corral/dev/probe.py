@@ -18,6 +18,7 @@ from corral.mcp.sse import SSEParser
 
 PROTOCOL_VERSION = "2025-06-18"
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=20, connect=2)
+FIRST_CONNECT_TIMEOUT = 2.0
 MAX_PAGES = 50
 
 
@@ -25,15 +26,18 @@ class ProbeError(Exception):
     """The server did not answer the handshake or tools/list as MCP."""
 
 
-async def count_tools(http: aiohttp.ClientSession, url: str) -> int:
-    """How many tools the server at ``url`` lists."""
+async def count_tools(http: aiohttp.ClientSession, url: str, startup_timeout: float) -> int:
+    """How many tools the server at ``url`` lists. The first answer may take up to
+    ``startup_timeout`` seconds (a bridged command starts, perhaps downloading, with its first
+    session)."""
     headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
     initialize = {
         "protocolVersion": PROTOCOL_VERSION,
         "capabilities": {},
         "clientInfo": {"name": "corral-dev-probe", "version": "1"},
     }
-    result, session = await _call(http, url, headers, "initialize", initialize)
+    first = aiohttp.ClientTimeout(total=startup_timeout, connect=FIRST_CONNECT_TIMEOUT)
+    result, session = await _call(http, url, headers, "initialize", initialize, first)
     if session is not None:
         headers["Mcp-Session-Id"] = session
     headers["MCP-Protocol-Version"] = str(result.get("protocolVersion", PROTOCOL_VERSION))
@@ -69,9 +73,10 @@ async def _call(
     headers: dict[str, str],
     method: str,
     params: dict[str, Any],
+    limit: aiohttp.ClientTimeout = PROBE_TIMEOUT,
 ) -> tuple[dict[str, Any], str | None]:
     body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
-    async with http.post(url, data=body, headers=headers, timeout=PROBE_TIMEOUT) as response:
+    async with http.post(url, data=body, headers=headers, timeout=limit) as response:
         if response.status != 200:
             raise ProbeError(f"{method}: HTTP {response.status}")
         raw = await response.read()

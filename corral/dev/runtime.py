@@ -39,6 +39,7 @@ from corral.store.pools import PoolSettings
 
 POLL_SECONDS = 0.5
 SHUTDOWN_TIMEOUT = 5.0
+PRINT_PATIENCE = 30.0
 
 
 @dataclass(frozen=True)
@@ -102,41 +103,54 @@ class DevRuntime:
     async def run(self) -> None:
         data_dir = self.options.data_dir
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.say(f"starting embedded Postgres (data in {data_dir})")
-        async with embedded_postgres(data_dir) as postgres:
-            self.key = await self._prepare_database(postgres)
-            signing = secrets.signing_key(data_dir)
-            token_secret = secrets.shim_token_secret(data_dir)
-            tokens = ShimTokens(token_secret)
-            environment = Environment(
-                issuer=self.options.base_url,
-                jwks=(public_jwk(signing),),
-                audit_url=f"{self.options.base_url}/api/audit/ingest",
-                shim_token=lambda route: shim_token(token_secret, route),
-                spool_dir=data_dir / "spool",
-                python_bin=self.options.python_bin,
-            )
-            settings = GatewaySettings(
-                database=PoolSettings(postgres.dsn(), application_name="corral-dev-gateway"),
-                public_base_url=self.options.base_url,
-                routing=RoutingSettings(
-                    signing_keys=[signing],
-                    session_keys=[secrets.session_key(data_dir)],
-                    issuer=self.options.base_url,
-                ),
-            )
-            app = create_app(settings, directory=self.directory)
-            app[SHIM_TOKENS] = tokens
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
-            await runner.setup()
+        signing = secrets.signing_key(data_dir)
+        token_secret = secrets.shim_token_secret(data_dir)
+        tokens = ShimTokens(token_secret)
+        environment = Environment(
+            issuer=self.options.base_url,
+            jwks=(public_jwk(signing),),
+            audit_url=f"{self.options.base_url}/api/audit/ingest",
+            shim_token=lambda route: shim_token(token_secret, route),
+            spool_dir=data_dir / "spool",
+            python_bin=self.options.python_bin,
+        )
+        async with aiohttp.ClientSession() as http:
             try:
-                await web.TCPSite(runner, self.options.host, self.options.port).start()
-                self.say(f"gateway listening on {self.options.base_url}")
-                async with aiohttp.ClientSession() as http:
-                    await self._serve(environment, tokens, http)
+                await self._apply(self._load() or Manifests(), environment, tokens, http)
+                self.say(f"starting embedded Postgres (data in {data_dir})")
+                async with embedded_postgres(data_dir) as postgres:
+                    self.key = await self._prepare_database(postgres)
+                    settings = GatewaySettings(
+                        database=PoolSettings(postgres.dsn(), application_name="corral-dev"),
+                        public_base_url=self.options.base_url,
+                        routing=RoutingSettings(
+                            signing_keys=[signing],
+                            session_keys=[secrets.session_key(data_dir)],
+                            issuer=self.options.base_url,
+                        ),
+                    )
+                    await self._serve_gateway(settings, tokens, environment, http)
             finally:
                 await self._stop_all()
-                await runner.cleanup()
+
+    async def _serve_gateway(
+        self,
+        settings: GatewaySettings,
+        tokens: ShimTokens,
+        environment: Environment,
+        http: aiohttp.ClientSession,
+    ) -> None:
+        app = create_app(settings, directory=self.directory)
+        app[SHIM_TOKENS] = tokens
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.options.host, self.options.port).start()
+            self.say(f"gateway listening on {self.options.base_url}")
+            await self._watch(environment, tokens, http)
+        finally:
+            await self._stop_all()
+            await runner.cleanup()
 
     async def _prepare_database(self, postgres: RunningPostgres) -> str:
         connection = await asyncpg.connect(postgres.dsn())
@@ -149,11 +163,9 @@ class DevRuntime:
         self.say(("created" if created else "using") + f" the local admin's API key ({where})")
         return key
 
-    async def _serve(
+    async def _watch(
         self, environment: Environment, tokens: ShimTokens, http: aiohttp.ClientSession
     ) -> None:
-        manifests = self._load()
-        await self._apply(manifests or Manifests(), environment, tokens, http)
         printer = asyncio.create_task(self._print_when_ready(), name="dev status printer")
         try:
             while True:
@@ -236,10 +248,13 @@ class DevRuntime:
     async def _print_when_ready(self) -> None:
         printed_configs = False
         last = ""
+        patience = asyncio.get_running_loop().time() + PRINT_PATIENCE
         while True:
-            await self._table_dirty.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._table_dirty.wait(), PRINT_PATIENCE)
             self._table_dirty.clear()
-            if any(s.state == "starting" for s in self.servers.values()):
+            starting = any(s.state == "starting" for s in self.servers.values())
+            if starting and asyncio.get_running_loop().time() < patience:
                 continue
             rows = self.rows()
             text = output.table(rows)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,8 @@ from corral.dev.plans import LOOPBACK, ServerPlan
 from corral.dev.probe import ProbeError, count_tools
 
 READY_POLL = 0.2
-PROGRESS_EVERY = 3.0
+LOG_PREFIX = re.compile(r"^\S+ \S+ [A-Z]+ \S+: (session \S+ stderr: )?")
+PROGRESS_EVERY = 5.0
 
 
 @dataclass(frozen=True)
@@ -161,24 +163,32 @@ class LocalServer:
             self._changed()
 
     async def _become_ready(self) -> None:
-        loop = asyncio.get_running_loop()
-        began = loop.time()
-        shown = began
-        while not await self._answers():
-            now = loop.time()
-            if now - shown >= PROGRESS_EVERY:
-                shown = now
-                self._report(self._progress(now - began))
-            await asyncio.sleep(READY_POLL)
+        ticker = asyncio.create_task(self._show_progress(), name=f"progress {self.plan.route}")
+        try:
+            while True:
+                if await self._answers():
+                    break
+                await asyncio.sleep(READY_POLL)
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
         self.state = "ready"
         self.ready.set()
         self._changed()
+
+    async def _show_progress(self) -> None:
+        waited = 0.0
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY)
+            waited += PROGRESS_EVERY
+            self._report(self._progress(waited))
 
     def _progress(self, waited: float) -> str:
         process = self.plan.process
         why = process.slow_start if process is not None and process.slow_start else "starting"
         last = log_tail(self.paths.server_log, 1)
-        detail = f": {last[0][:100]}" if last else ""
+        detail = f": {LOG_PREFIX.sub('', last[0])[:120]}" if last else ""
         return f"{self.plan.route}: still starting after {waited:.0f} s ({why}){detail}"
 
     async def _answers(self) -> bool:
@@ -188,7 +198,8 @@ class LocalServer:
                 if response.status != 200:
                     return False
             if self.plan.probe_url is not None:
-                self.tools = await count_tools(self._http, self.plan.probe_url)
+                probe = count_tools(self._http, self.plan.probe_url, self.plan.startup_timeout)
+                self.tools = await probe
         except (aiohttp.ClientError, TimeoutError, ProbeError, ValueError):
             return False
         return True
