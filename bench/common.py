@@ -115,15 +115,15 @@ class Processes:
         self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None, **kwargs: Any
     ) -> subprocess.Popen[bytes]:
         self.logs.mkdir(parents=True, exist_ok=True)
-        log = (self.logs / f"{name}.log").open("wb")
-        process = subprocess.Popen(
-            list(argv),
-            env={**os.environ, **(env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            **kwargs,
-        )
+        with (self.logs / f"{name}.log").open("wb") as log:
+            process = subprocess.Popen(
+                list(argv),
+                env={**os.environ, **(env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **kwargs,
+            )
         self.started.append(process)
         return process
 

@@ -45,17 +45,20 @@ def targets_table(documents: dict[str, dict[str, Any]]) -> list[str]:
 def overhead_table(document: dict[str, Any]) -> list[str]:
     lines = [
         "| upstream | path | 1 client p50 / p99 ms | 16 clients req/s | 64 clients req/s "
-        "| p99 ms at 64 | non-2xx | wrk CPU % (c16) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| p99 ms at 64 | non-2xx | CPU us per call (c16) | wrk CPU % (c16) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for upstream, paths in document.get("upstreams", {}).items():
         for path, runs in paths.items():
             c1, c16, c64 = runs.get("c1", {}), runs.get("c16", {}), runs.get("c64", {})
             non2xx = sum(run.get("non2xx", 0) for run in runs.values())
+            cpu = c16.get("cpuUsPerRequest", {})
+            cpu_text = " + ".join(f"{k} {v:,.0f}" for k, v in cpu.items()) or "-"
             lines.append(
                 f"| {upstream} | {path} | {c1.get('p50Ms', '-')} / {c1.get('p99Ms', '-')} "
-                f"| {c16.get('rps', 0):,.0f} | {c64.get('rps', 0):,.0f} | {c64.get('p99Ms', '-')} "
-                f"| {non2xx} | {c16.get('wrkCpuPercent', '-')} |"
+                f"| {c16.get('okRps', 0):,.0f} | {c64.get('okRps', 0):,.0f} "
+                f"| {c64.get('p99Ms', '-')} | {non2xx} | {cpu_text} "
+                f"| {c16.get('wrkCpuPercent', '-')} |"
             )
     return lines
 

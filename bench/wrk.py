@@ -186,13 +186,13 @@ def run_wrk(
         argv += ["--timeout", "10s", "-s", str(script), url]
         before = {name: tree_cpu_seconds(pid) for name, pid in target_pids.items()}
         started = time.monotonic()
-        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        wrk_cpu = 0.0
-        while process.poll() is None:
-            wrk_cpu = max(wrk_cpu, _safe_cpu(process.pid))
-            time.sleep(0.1)
-        elapsed = time.monotonic() - started
-        output = process.stdout.read().decode() if process.stdout else ""
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process:
+            wrk_cpu = 0.0
+            while process.poll() is None:
+                wrk_cpu = max(wrk_cpu, _safe_cpu(process.pid))
+                time.sleep(0.1)
+            elapsed = time.monotonic() - started
+            output = process.stdout.read().decode() if process.stdout else ""
         used = {name: tree_cpu_seconds(pid) - before[name] for name, pid in target_pids.items()}
     line = next((x for x in output.splitlines() if x.startswith("WRKJSON ")), None)
     if process.returncode != 0 or line is None:

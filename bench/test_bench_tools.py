@@ -1,0 +1,87 @@
+"""Checks of the benchmark tooling itself (not timed): `.venv/bin/python -m pytest bench -q`.
+
+Rule: real parts (wrk against the bench's own upstream process); no assertions on speed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from bench import mcpclient
+from bench.common import LOOPBACK, PYTHON, ROOT, Processes, free_port, processes
+from bench.report import render
+from bench.scenarios import target
+from bench.wrk import run_wrk
+
+
+@pytest.fixture
+def fast_upstream() -> Iterator[tuple[Processes, str, int]]:
+    with processes("tooling-test") as stack:
+        port = free_port()
+        process = stack.start("upstream", [PYTHON, "-m", "bench.upstream", str(port)], cwd=ROOT)
+        stack.wait_http(process, f"http://{LOOPBACK}:{port}/healthz")
+        yield stack, f"http://{LOOPBACK}:{port}", process.pid
+
+
+def test_wrk_posts_tools_call_with_session_headers(
+    fast_upstream: tuple[Processes, str, int],
+) -> None:
+    _, base, pid = fast_upstream
+    session = mcpclient.initialize(f"{base}/mcp", dict)
+    assert "Mcp-Session-Id" in session.headers
+    load = run_wrk(
+        f"{base}/mcp",
+        session.body("echo", {}),
+        session.headers,
+        connections=2,
+        seconds=1,
+        target_pids={"upstream": pid},
+    )
+    assert load.requests > 0
+    assert load.non2xx == 0
+    assert load.statuses == {}
+    assert load.cpu_us_per_request["upstream"] > 0
+
+
+def test_wrk_counts_error_statuses_and_hands_out_tokens(
+    fast_upstream: tuple[Processes, str, int],
+) -> None:
+    _, base, pid = fast_upstream
+    load = run_wrk(
+        f"{base}/missing",
+        b"{}",
+        {"Content-Type": "application/json"},
+        connections=1,
+        seconds=1,
+        target_pids={"upstream": pid},
+        tokens=["one", "two"],
+        token_header="X-Token",
+    )
+    assert load.non2xx == load.requests > 0
+    assert load.statuses == {"404": load.requests}
+    assert load.ok_rps == 0
+
+
+def test_targets_compare_in_the_stated_direction() -> None:
+    assert target("ratio", 0.5, 0.3, at_least=True)["met"]
+    assert not target("ratio", 0.2, 0.3, at_least=True)["met"]
+    assert target("added", 0.8, 1.0, at_least=False, unit=" ms")["met"]
+    assert not target("added", 1.2, 1.0, at_least=False)["met"]
+
+
+def test_readme_tables_come_from_results() -> None:
+    run = {"okRps": 10.0, "rps": 10.0, "p50Ms": 1.0, "p99Ms": 2.0, "non2xx": 3}
+    document = {
+        "scenario": "overhead",
+        "file": "2026-01-01-overhead.json",
+        "time": "2026-01-01T00:00:00+00:00",
+        "machine": {"cores": 2, "cpu": "test cpu", "loadAverage": [1.0, 1.0, 1.0]},
+        "upstreams": {"fast": {"direct": {"c1": run, "c16": run, "c64": run}}},
+        "targets": [target("shim / direct, 16 clients", 0.2, 0.45, at_least=True)],
+    }
+    text = render({"overhead": document})
+    assert "| overhead | shim / direct, 16 clients | 0.2 | >= 0.45 | **no** |" in text
+    assert "| fast | direct |" in text
+    assert "Not run yet." in text
