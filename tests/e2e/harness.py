@@ -236,6 +236,7 @@ class Stage:
             rewrite_paths(config_map["data"]["config.yaml"], mounts)
         )
         config["listen"] = {"host": LOOPBACK, "port": self.gateway_port}
+        config["discovery"] = {"kind": "static"}
         config["servers"] = servers
         config["users"] = [u.entry() for u in users]
         config["shimTokens"] = [
@@ -243,24 +244,35 @@ class Stage:
         ]
         return config
 
-    def start_gateway(self, config: dict[str, Any]) -> RunningProcess:
-        """`corral gateway` with the chart's arguments, as the chart's gateway account."""
+    def discovering_gateway_config(self, dsn: str, users: list[User]) -> dict[str, Any]:
+        """The chart's gateway configuration with Kubernetes discovery, as the chart's gateway
+        account, on a port of its own."""
+        config = self.gateway_config(dsn, [], users)
+        config["listen"] = {"host": LOOPBACK, "port": free_port()}
+        config["discovery"] = {
+            "kind": "kubernetes",
+            "namespace": self.namespace,
+            "kubeconfig": str(self.service_account_kubeconfig("gateway")),
+        }
+        return config
+
+    def start_gateway(self, config: dict[str, Any], name: str = "gateway") -> str:
+        """`corral gateway` with the chart's arguments, as the chart's gateway account; its URL."""
         container = self.deployment("gateway")["spec"]["template"]["spec"]["containers"][0]
-        path = self.workdir / "gateway.yaml"
+        path = self.workdir / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
         args = [f"--config={path}" if a.startswith("--config=") else a for a in container["args"]]
         args = [a for a in args if a != "--log-json"]
         process = start_process(
-            "gateway",
+            name,
             [CORRAL, *args],
-            log_path=self.workdir / "gateway.log",
+            log_path=self.workdir / f"{name}.log",
             env={"KUBECONFIG": str(self.service_account_kubeconfig("gateway"))},
         )
         self.processes.append(process)
-        process.wait_until(
-            lambda: answers_http(f"{self.gateway_url}/readyz"), timeout=WAIT, what="ready"
-        )
-        return process
+        url = f"http://{LOOPBACK}:{config['listen']['port']}"
+        process.wait_until(lambda: http_ok(f"{url}/readyz"), timeout=WAIT, what="ready")
+        return url
 
     def stop(self) -> None:
         for process in reversed(self.processes):

@@ -10,10 +10,12 @@ shims' local addresses from its `servers` list.
 from __future__ import annotations
 
 import subprocess
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from mcp.shared.exceptions import MCPError
 
+from corral.gateway import kubedirectory
 from e2e.cluster.launcher import Cluster
 from e2e.cluster.waiting import wait_for
 from tests.e2e.harness import GROUP, VERSION, WAIT, Stage, User, manifest, stage_lifetime
@@ -65,6 +68,8 @@ class Running:
     stage: Stage
     runner: PodRunner
     api: client.ApiClient
+    discovering: str
+    """The URL of a second gateway that finds servers by watching the API server."""
 
     def mcp_url(self, server: str) -> str:
         return f"{self.stage.gateway_url}/mcp/{self.stage.namespace}/{server}"
@@ -91,7 +96,11 @@ def running(stage: Stage, postgres_server: PostgresServer) -> Iterator[Running]:
             ]
             config = stage.gateway_config(postgres_server.dsn(database), servers, [ALICE, BOB])
             stage.start_gateway(config)
-            yield Running(stage, runner, api)
+            discovering = stage.start_gateway(
+                stage.discovering_gateway_config(postgres_server.dsn(database), [ALICE, BOB]),
+                name="gateway-discovering",
+            )
+            yield Running(stage, runner, api, discovering)
             stage.stop()
     postgres_server.drop_database(database)
 
@@ -211,20 +220,75 @@ def test_a_per_user_instance_runs_when_the_gateway_account_creates_it(running: R
     assert stage.wait_shim(running.runner, name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the gateway has no Kubernetes directory or instance manager yet: it routes only the "
-    "servers in its config file and never creates MCPServerInstances (corral/gateway/instances.py)",
+def _status(url: str, user: User, timeout: float = 120.0) -> int:
+    """The HTTP status of an MCP initialize request to `url` as `user`."""
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "e2e", "version": "1"},
+        },
+    }
+    request = urllib.request.Request(
+        url,
+        data=orjson.dumps(body),
+        headers={
+            **user.headers,
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+        },
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status: int = response.status
+    except urllib.error.HTTPError as error:
+        status = error.code
+    return status
+
+
+UNREACHABLE_HERE = (502, 503, 504)
+"""Statuses of a request routed to a shim's in-cluster Service URL, which this machine cannot
+resolve (the pod runner is no cluster DNS)."""
+
+
+def test_gateway_discovers_servers_and_policies_under_its_account(running: Running) -> None:
+    base, namespace = running.discovering, running.stage.namespace
+    assert _status(f"{base}/mcp/{namespace}/nothing-here", ALICE) == 404
+    assert _status(f"{base}/mcp/{namespace}/everything", BOB) == 403, "no policy admits bob"
+    assert _status(f"{base}/mcp/{namespace}/everything", ALICE) in UNREACHABLE_HERE
+
+
+@pytest.mark.skipif(
+    not hasattr(kubedirectory, "KubernetesInstances"),
+    reason="the gateway has no Kubernetes instance manager (corral.gateway.kubedirectory)",
 )
-async def test_gateway_creates_a_per_user_instance_on_first_call(running: Running) -> None:
-    stage = running.stage
-    async with mcp_session(running.mcp_url("memory"), headers=ALICE.headers) as session:
-        await session.list_tools()
-    instances = client.CustomObjectsApi(running.api).list_namespaced_custom_object(
-        GROUP, VERSION, stage.namespace, "mcpserverinstances"
-    )["items"]
-    owners = [i["spec"]["owner"]["username"] for i in instances]
-    assert owners.count(ALICE.name) >= 2
+def test_gateway_creates_a_per_user_instance_on_first_call(running: Running) -> None:
+    stage, namespace = running.stage, running.stage.namespace
+    custom = client.CustomObjectsApi(running.api)
+    name = kubedirectory.instance_name("memory", ALICE.name)
+
+    def instance() -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, "mcpserverinstances", name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return found
+
+    assert instance() is None
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(_status, f"{running.discovering}/mcp/{namespace}/memory", ALICE)
+        created = wait_for("the gateway's MCPServerInstance", instance, WAIT)
+        assert created["spec"]["owner"]["username"] == ALICE.name
+        assert stage.wait_shim(running.runner, name), "the operator runs the instance"
+        assert call.result(timeout=WAIT) in UNREACHABLE_HERE
 
 
 def _gone(read: Any, name: str, namespace: str) -> bool:
@@ -256,6 +320,8 @@ async def test_deleting_the_server_takes_everything_away(running: Running) -> No
             WAIT,
         )
     assert wait_for("pods stopped", lambda: not running.runner.pods("everything"), WAIT)
+    route = f"{running.discovering}/mcp/{stage.namespace}/everything"
+    assert wait_for("route gone", lambda: _status(route, ALICE) == 404, WAIT)
     with pytest.raises(Exception):  # noqa: B017,PT011 - nothing serves it any more
         async with mcp_session(running.mcp_url("everything"), headers=ALICE.headers) as session:
             await session.call_tool("echo", {"message": "still there?"})

@@ -172,6 +172,8 @@ def test_gateway_config_is_accepted_by_the_gateway(full: Rendered) -> None:
     assert config.authorization_servers == ["https://idp.example.com"]
     assert config.database.dsn.file == Path("/etc/corral/secrets/database/dsn")
     assert config.database.dsn.value is None, "the DSN must come from a Secret"
+    assert config.discovery.kind == "kubernetes"
+    assert config.discovery.kubeconfig is None, "in-cluster credentials of its account"
     mounts = {
         m["mountPath"]
         for m in full.named("Deployment", "corral-gateway")["spec"]["template"]["spec"][
