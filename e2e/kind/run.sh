@@ -60,7 +60,7 @@ sessions: {keys: [{file: /work/session-key}]}
 YAML
 JWKS=$(docker run --rm --user "$(id -u)" -v "$WORK:/work" "corral:$TAG" gateway jwks --config /work/jwks-config.yaml)
 
-# The gateway has no Kubernetes directory yet: it routes the servers listed in its config.
+# The chart's gateway finds servers by watching the API server (discovery.kind: kubernetes).
 cat > "$WORK/values.yaml" <<YAML
 images:
   operator: {repository: corral, tag: "$TAG"}
@@ -81,9 +81,6 @@ gateway:
       - {token: "$USER_TOKEN", user: alice@example.com, groups: [engineering]}
     shimTokens:
       - {token: {value: "$AUDIT_TOKEN"}, server: $SERVERS/everything}
-    servers:
-      - {namespace: $SERVERS, name: everything, url: "http://everything.$SERVERS.svc:8484/mcp"}
-      - {namespace: $SERVERS, name: time, url: "http://time.$SERVERS.svc:8484/mcp"}
 YAML
 printf 'identity:\n  jwks: %s\n' "$(printf '%s' "$JWKS" | python3 -c 'import json,sys; print(json.dumps(json.dumps(json.load(sys.stdin))))')" >> "$WORK/values.yaml"
 
