@@ -18,9 +18,12 @@ from tests.dev.platform import EXAMPLES
 JWK = {"kty": "EC", "crv": "P-256", "x": "x", "y": "y", "kid": "k"}
 
 
-def environment(tmp_path: Path, which: dict[str, str] | None = None) -> Environment:
-    tools = which or {"npx": "/usr/bin/npx"}
+def environment(
+    tmp_path: Path, which: dict[str, str] | None = None, python_bin: Path | None = None
+) -> Environment:
+    tools = {"npx": "/usr/bin/npx"} if which is None else which
     return Environment(
+        python_bin=python_bin or Path(sys.executable).parent,
         issuer="http://127.0.0.1:8080",
         jwks=(JWK,),
         audit_url="http://127.0.0.1:8080/api/audit/ingest",
@@ -100,8 +103,19 @@ def test_a_remote_url_goes_through_the_shim_alone(tmp_path: Path) -> None:
 
 
 def test_uvx_without_the_package_or_uv_says_what_to_install(tmp_path: Path) -> None:
-    (plan,) = plans_for(tmp_path, server("t", {"uvx": {"package": "not-installed-pkg"}}), which={})
+    runtime = {"uvx": {"package": "not-installed-pkg"}}
+    (plan,) = plans_for(tmp_path, server("t", runtime), which={}, python_bin=tmp_path)
     assert "install uv" in plan.problems[0]
+
+
+def test_uvx_next_to_python_is_found_without_path(tmp_path: Path) -> None:
+    uvx = tmp_path / "uvx"
+    uvx.write_text("#!/bin/sh\n")
+    uvx.chmod(0o755)
+    runtime = {"uvx": {"package": "not-installed-pkg"}}
+    (plan,) = plans_for(tmp_path, server("t", runtime), which={}, python_bin=tmp_path)
+    assert plan.process is not None
+    assert plan.process.argv[-2:] == (str(uvx), "not-installed-pkg")
 
 
 def test_uvx_falls_back_to_uvx_when_the_installed_version_does_not_match(tmp_path: Path) -> None:
