@@ -4,9 +4,10 @@ runner standing in for the kubelet.
 
 Rule: everything the cluster holds comes from the chart's rendering (`tests/packaging/chart`);
 the operator's command line is the one the chart's Deployment gives, with its mounted files and
-listen addresses mapped to this machine. The gateway reads the chart's rendered configuration
-with the same mapping; what it cannot yet learn from the cluster (where the shims listen) is
-added to its `servers` list from the pod runner (see `docs/install.md`, "Testing").
+listen addresses mapped to this machine. The gateways read the chart's rendered configuration
+with the same mapping: one keeps the chart's Kubernetes discovery; the other gets a static
+`servers` list of the pod runner's local shim addresses, because Service names do not resolve
+on this machine (see `docs/install.md`, "Testing").
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@ and the gateway running under the chart's service accounts, server pods run by t
 and the official SDK client going through the gateway to server-everything and mcp-server-time.
 
 Stand-ins (documented in docs/install.md, "Testing"): KWOK nodes run no containers, so
-`tests/e2e/podrunner.py` runs each pod's containers as local processes; the gateway learns the
-shims' local addresses from its `servers` list.
+`tests/e2e/podrunner.py` runs each pod's containers as local processes. Service names do not
+resolve here, so one gateway watches the cluster (discovery, early policy checks, perUser
+instances) and a second one reaches the shims at the pod runner's local addresses (its static
+`servers` list) for the client's calls.
 """
 
 from __future__ import annotations
