@@ -52,6 +52,11 @@ cluster-build:
 cluster: $(INSTALLED) cluster-build
 	$(PY) -m e2e.cluster.launcher
 
+# Images, kind cluster, Helm install and the end-to-end checks (needs Docker; not run in CI).
+.PHONY: e2e-kind
+e2e-kind: $(INSTALLED)
+	e2e/kind/run.sh
+
 # Benchmarks (not run by `make test`): all scenarios, or one with `make bench SCENARIO=overhead`.
 bench: setup
 	$(PY) -m bench run $(SCENARIO)
