@@ -35,7 +35,8 @@ from corral.gateway.config import (
     to_settings,
 )
 from corral.gateway.directory import ServerDirectory
-from corral.gateway.kubedirectory import KubernetesDirectory
+from corral.gateway.instances import InstanceManager
+from corral.gateway.kubedirectory import KubernetesDirectory, KubernetesInstances
 from corral.gateway.sessions import KEY_BYTES
 from corral.gateway.settings import GatewaySettings
 from corral.gateway.signing import signing_key_pem
@@ -110,15 +111,17 @@ async def _main(settings: GatewaySettings, config: GatewayConfig) -> None:
 
 
 async def _serve(settings: GatewaySettings, config: GatewayConfig) -> None:
-    async with _directory(config.discovery) as directory:
-        await _run(settings, directory, config.listen.host, config.listen.port)
+    async with _discovery(config.discovery) as (directory, instances):
+        await _run(settings, directory, instances, config.listen.host, config.listen.port)
 
 
 @contextlib.asynccontextmanager
-async def _directory(discovery: Discovery) -> AsyncIterator[ServerDirectory | None]:
-    """None for the configured static list; a synced Kubernetes watch cache otherwise."""
+async def _discovery(
+    discovery: Discovery,
+) -> AsyncIterator[tuple[ServerDirectory | None, InstanceManager | None]]:
+    """Nones for the configured static list; a synced Kubernetes watch cache otherwise."""
     if discovery.kind == "static":
-        yield None
+        yield None, None
         return
     if discovery.kubeconfig is not None:
         api = kube_config.new_client_from_config(  # type: ignore[no-untyped-call]
@@ -132,21 +135,25 @@ async def _directory(discovery: Discovery) -> AsyncIterator[ServerDirectory | No
     try:
         if not await asyncio.to_thread(directory.wait_synced, SYNC_TIMEOUT):
             raise click.ClickException(
-                f"could not list MCPServers and AccessPolicies within {SYNC_TIMEOUT:g}s: "
+                f"could not list Corral resources within {SYNC_TIMEOUT:g}s: "
                 "check the API server address and the gateway's RBAC (get, list, watch)"
             )
-        log.info("watching MCPServers and AccessPolicies in %s", discovery.namespace or "all")
-        yield directory
+        log.info("watching Corral resources in %s", discovery.namespace or "all")
+        yield directory, KubernetesInstances(api, directory)
     finally:
         await asyncio.to_thread(directory.stop)
         api.close()
 
 
 async def _run(
-    settings: GatewaySettings, directory: ServerDirectory | None, host: str, port: int
+    settings: GatewaySettings,
+    directory: ServerDirectory | None,
+    instances: InstanceManager | None,
+    host: str,
+    port: int,
 ) -> None:
     runner = web.AppRunner(
-        create_app(settings, directory=directory),
+        create_app(settings, directory=directory, instances=instances),
         access_log=None,
         handler_cancellation=True,
         shutdown_timeout=SHUTDOWN_TIMEOUT,

@@ -1,18 +1,23 @@
-"""Server discovery from Kubernetes: a read-only watch cache of MCPServers and AccessPolicies.
+"""Server discovery from Kubernetes: a watch cache of MCPServers, MCPServerInstances and
+AccessPolicies, and the perUser instance manager built on it.
 
 Rule: the request path reads only the in-memory snapshot; watching happens on background
 threads with the official ``kubernetes`` client (list, then watch from the list's
 resourceVersion; on any error or expiry, list again after ``retry_delay``). Each update swaps
 in a new immutable snapshot, so readers on the event loop never see a half-built one. A server
 is routable once the operator has published its shim in ``status.endpoint``. The gateway's
-RBAC for this: get, list and watch on ``mcpservers`` and ``accesspolicies``.
+RBAC for this: get, list and watch on ``mcpservers``, ``mcpserverinstances`` and
+``accesspolicies``, and create on ``mcpserverinstances`` (``KubernetesInstances`` only).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client, watch
@@ -22,23 +27,33 @@ from pydantic import ValidationError
 from corral.api.common import parse_duration
 from corral.api.policies import AccessPolicy
 from corral.api.policy import Caller, Decision, PolicyIndex
+from corral.gateway.authn import Principal
 from corral.gateway.directory import ServerEntry, StaticDirectory
+from corral.gateway.instances import InstanceStarting
 
 log = logging.getLogger(__name__)
 
 GROUP, VERSION = "corral.dev", "v1alpha1"
 DEFAULT_STARTUP_TIMEOUT = 60.0
+INSTANCE_PREFIX_MAX = 37
+"""Instance names stay within the 50 characters a server name may have."""
+SERVER_LABEL = "corral.dev/server"
+READY_POLL_INTERVAL = 0.1
+CREATE_RETRY_AFTER = 5
 Key = tuple[str, str]
 
 
 def server_entry(manifest: Mapping[str, Any]) -> ServerEntry | None:
-    """The routable entry of an MCPServer object, or None before its shim endpoint is known."""
+    """The routable entry of an MCPServer object, or None for a shared server whose shim
+    endpoint is not known yet (perUser servers route to their instances' endpoints)."""
     metadata, spec = manifest.get("metadata") or {}, manifest.get("spec") or {}
     status = manifest.get("status") or {}
     endpoint = status.get("endpoint")
-    if not isinstance(endpoint, str) or not endpoint:
-        return None
     tenancy = status.get("tenancy") or spec.get("tenancy") or "shared"
+    if not isinstance(endpoint, str) or not endpoint:
+        if tenancy != "perUser":
+            return None
+        endpoint = ""
     catalog = spec.get("catalogEntry") or {}
     try:
         startup = float(parse_duration(spec.get("startupTimeout", DEFAULT_STARTUP_TIMEOUT)))
@@ -53,6 +68,41 @@ def server_entry(manifest: Mapping[str, Any]) -> ServerEntry | None:
         catalog_entry=catalog.get("name"),
         startup_timeout=startup or DEFAULT_STARTUP_TIMEOUT,
     )
+
+
+@dataclass(frozen=True)
+class InstanceEntry:
+    """One perUser instance as the watch last saw it."""
+
+    namespace: str
+    name: str
+    server: str
+    owner: str
+    endpoint: str | None
+    ready: bool
+
+
+def instance_entry(manifest: Mapping[str, Any]) -> InstanceEntry:
+    metadata, spec = manifest.get("metadata") or {}, manifest.get("spec") or {}
+    status = manifest.get("status") or {}
+    conditions = status.get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    endpoint = status.get("endpoint")
+    return InstanceEntry(
+        namespace=metadata.get("namespace", "default"),
+        name=metadata.get("name", ""),
+        server=spec.get("server", ""),
+        owner=(spec.get("owner") or {}).get("username", ""),
+        endpoint=endpoint if isinstance(endpoint, str) and endpoint else None,
+        ready=ready or (status.get("readyReplicas") or 0) >= 1,
+    )
+
+
+def instance_name(server: str, username: str) -> str:
+    """The deterministic MCPServerInstance name for one user of ``server`` (any replica that
+    handles the user's first call picks the same name, so creation races end in one object)."""
+    digest = hashlib.sha256(f"{server}\0{username}".encode()).hexdigest()[:12]
+    return f"{server[:INSTANCE_PREFIX_MAX]}-{digest}"
 
 
 def _key(manifest: Mapping[str, Any]) -> Key:
@@ -146,7 +196,7 @@ class _Watcher(threading.Thread):
 
 
 class KubernetesDirectory:
-    """A ``ServerDirectory`` over a watch of MCPServers and AccessPolicies.
+    """A ``ServerDirectory`` over a watch of MCPServers, their instances and AccessPolicies.
 
     ``start()`` begins watching (call ``wait_synced`` before serving); ``stop()`` ends it. With
     ``namespace`` it watches one namespace, otherwise the whole cluster.
@@ -163,6 +213,7 @@ class KubernetesDirectory:
         self._snapshot = StaticDirectory((), PolicyIndex.build(()))
         self._servers: dict[Key, ServerEntry] = {}
         self._policies = PolicyIndex.build(())
+        self._instances: dict[Key, InstanceEntry] = {}
         self._watchers = [
             _Watcher(
                 api,
@@ -175,6 +226,7 @@ class KubernetesDirectory:
             for plural, changed in (
                 ("mcpservers", self._servers_changed),
                 ("accesspolicies", self._policies_changed),
+                ("mcpserverinstances", self._instances_changed),
             )
         ]
 
@@ -183,7 +235,7 @@ class KubernetesDirectory:
             watcher.start()
 
     def wait_synced(self, timeout: float) -> bool:
-        """Whether both kinds were listed within ``timeout`` seconds (blocking: use a thread)."""
+        """Whether every kind was listed within ``timeout`` seconds (blocking: use a thread)."""
         return all(watcher.synced.wait(timeout) for watcher in self._watchers)
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -207,6 +259,12 @@ class KubernetesDirectory:
         self._policies = PolicyIndex.build(policies)
         self._snapshot = StaticDirectory(self._servers.values(), self._policies)
 
+    def _instances_changed(self, objects: dict[Key, Mapping[str, Any]]) -> None:
+        self._instances = {key: instance_entry(manifest) for key, manifest in objects.items()}
+
+    def instance(self, namespace: str, name: str) -> InstanceEntry | None:
+        return self._instances.get((namespace, name))
+
     def lookup(self, namespace: str, name: str) -> ServerEntry | None:
         return self._snapshot.lookup(namespace, name)
 
@@ -214,4 +272,58 @@ class KubernetesDirectory:
         return self._snapshot.may_access(caller, server)
 
     def owns_instance(self, server: ServerEntry, instance: str) -> bool:
-        return self._snapshot.owns_instance(server, instance)
+        if server.tenancy == "shared":
+            return self._snapshot.owns_instance(server, instance)
+        return any(
+            entry.endpoint == instance
+            for entry in self._instances.values()
+            if (entry.namespace, entry.server) == (server.namespace, server.name)
+        )
+
+
+class KubernetesInstances:
+    """An ``InstanceManager`` for Kubernetes: shared servers are their Service; a perUser server
+    gets one MCPServerInstance per user, created on the user's first call (the operator runs
+    it), and the call waits until the watch sees it Ready with an endpoint. The router bounds
+    the wait by the server's ``startupTimeout`` (then 503 with ``Retry-After``)."""
+
+    def __init__(self, api: client.ApiClient, directory: KubernetesDirectory) -> None:
+        self._custom = client.CustomObjectsApi(api)
+        self._directory = directory
+
+    async def ensure_running(self, server: ServerEntry, principal: Principal) -> str:
+        if server.tenancy == "shared":
+            return server.shim_url
+        name = instance_name(server.name, principal.user)
+        entry = self._directory.instance(server.namespace, name)
+        if entry is None:
+            try:
+                await asyncio.to_thread(self._create, server, name, principal)
+            except (ApiException, OSError) as error:
+                log.warning(
+                    "cannot create MCPServerInstance %s/%s: %s", server.namespace, name, error
+                )
+                raise InstanceStarting(server, retry_after=CREATE_RETRY_AFTER) from None
+        while entry is None or not entry.ready or entry.endpoint is None:
+            await asyncio.sleep(READY_POLL_INTERVAL)
+            entry = self._directory.instance(server.namespace, name)
+        return entry.endpoint
+
+    def _create(self, server: ServerEntry, name: str, principal: Principal) -> None:
+        owner = {"username": principal.user}
+        if principal.email:
+            owner["email"] = principal.email
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "MCPServerInstance",
+            "metadata": {"name": name, "labels": {SERVER_LABEL: server.name}},
+            "spec": {"server": server.name, "owner": owner},
+        }
+        try:
+            self._custom.create_namespaced_custom_object(
+                GROUP, VERSION, server.namespace, "mcpserverinstances", body
+            )
+            log.info("created MCPServerInstance %s/%s", server.namespace, name)
+        except ApiException as error:
+            if error.status != 409:
+                raise

@@ -18,7 +18,14 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from corral.api.kinds import KINDS
-from corral.gateway.kubedirectory import GROUP, VERSION, KubernetesDirectory, server_entry
+from corral.gateway.kubedirectory import (
+    GROUP,
+    VERSION,
+    KubernetesDirectory,
+    KubernetesInstances,
+    instance_name,
+    server_entry,
+)
 from e2e.cluster.launcher import Cluster
 from tests.fixtures.gateway import ApiKeyMaker, GatewayFactory
 from tests.fixtures.mcp_client import mcp_session
@@ -190,6 +197,104 @@ async def test_corral_gateway_watches_the_cluster_when_configured(
         process.stop()
 
 
+def per_user_server(namespace: str, name: str, startup_timeout: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "MCPServer",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "runtime": {"container": {"image": "example/everything:1", "port": 3001}},
+            "tenancy": "perUser",
+            "startupTimeout": startup_timeout,
+        },
+    }
+
+
+async def stand_in_operator(
+    custom: client.CustomObjectsApi,
+    directory: KubernetesDirectory,
+    namespace: str,
+    name: str,
+    url: str,
+) -> None:
+    """Do what the operator does once an instance exists: run it and report it Ready."""
+    await eventually(lambda: directory.instance(namespace, name) is not None)
+    ready = {
+        "type": "Ready",
+        "status": "True",
+        "reason": "Running",
+        "message": "",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
+    status = {"status": {"endpoint": url, "readyReplicas": 1, "conditions": [ready]}}
+    await asyncio.to_thread(
+        custom.patch_namespaced_custom_object_status,
+        GROUP, VERSION, namespace, "mcpserverinstances", name, status,
+    )  # fmt: skip
+
+
+async def test_a_per_user_server_gets_an_instance_on_first_use(
+    kube: tuple[client.ApiClient, str],
+    shim_factory: ShimFactory,
+    everything_http: str,
+    gateway_factory: GatewayFactory,
+    api_key: ApiKeyMaker,
+) -> None:
+    api, namespace = kube
+    custom = client.CustomObjectsApi(api)
+    shim = shim_factory(
+        everything_http,
+        server={"namespace": namespace, "name": SERVER},
+        policies=[policy(namespace, "dev")],
+    )
+    for name, timeout in ((SERVER, "120s"), ("slow", "1s")):
+        manifest = per_user_server(namespace, name, timeout)
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "mcpservers", manifest)
+    slow_policy = {**policy(namespace, "dev"), "metadata": {"name": "slow", "namespace": namespace}}
+    slow_policy["spec"] = {**slow_policy["spec"], "targets": {"servers": ["slow"]}}
+    for item in (policy(namespace, "dev"), slow_policy):
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "accesspolicies", item)
+    directory = KubernetesDirectory(api, namespace=namespace, retry_delay=0.2, watch_timeout=30)
+    directory.start()
+    try:
+        await eventually(
+            lambda: (
+                directory.lookup(namespace, SERVER) is not None
+                and directory.lookup(namespace, "slow") is not None
+            )
+        )
+        gateway = await gateway_factory(
+            shim, directory=directory, instances=KubernetesInstances(api, directory)
+        )
+        token, _ = await api_key("alice", groups=("dev",))
+        name = instance_name(SERVER, "alice")
+        operator = asyncio.create_task(
+            stand_in_operator(custom, directory, namespace, name, shim.url)
+        )
+        url = gateway.mcp_url(namespace, SERVER)
+        async with mcp_session(url, headers={"Authorization": f"Bearer {token}"}) as session:
+            echoed = await session.call_tool("echo", {"message": "my own instance"})
+            assert echoed.content[0].text == "Echo: my own instance"  # type: ignore[union-attr]
+        await operator
+        created = custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "mcpserverinstances", name
+        )
+        assert created["spec"] == {"server": SERVER, "owner": {"username": "alice"}}
+        assert created["metadata"]["labels"] == {"corral.dev/server": SERVER}
+
+        message = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(gateway.mcp_url(namespace, "slow"), json=message, headers=headers) as reply,
+        ):
+            assert reply.status == 503
+            assert int(reply.headers["Retry-After"]) >= 1
+        assert directory.instance(namespace, instance_name("slow", "alice")) is not None
+    finally:
+        await asyncio.to_thread(directory.stop)
+
+
 async def status(url: str, token: str) -> int:
     message = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
@@ -197,10 +302,10 @@ async def status(url: str, token: str) -> int:
         return r.status
 
 
-def test_a_server_is_routable_only_once_its_shim_endpoint_is_published() -> None:
+def test_a_shared_server_is_routable_once_its_shim_endpoint_is_published() -> None:
     manifest: dict[str, Any] = {
         "metadata": {"name": "github", "namespace": "team-a", "labels": {"tier": "prod"}},
-        "spec": {"catalogEntry": {"name": "github"}, "tenancy": "perUser", "startupTimeout": "2m"},
+        "spec": {"catalogEntry": {"name": "github"}, "startupTimeout": "2m"},
         "status": {},
     }
     assert server_entry(manifest) is None
@@ -210,10 +315,23 @@ def test_a_server_is_routable_only_once_its_shim_endpoint_is_published() -> None
     assert (entry.route, entry.shim_url, entry.tenancy) == (
         "team-a/github",
         "http://github.team-a.svc:8080/mcp",
-        "perUser",
+        "shared",
     )
     assert (entry.catalog_entry, entry.startup_timeout, dict(entry.labels)) == (
         "github",
         120.0,
         {"tier": "prod"},
     )
+    per_user = {**manifest, "spec": {"tenancy": "perUser"}, "status": {}}
+    routed = server_entry(per_user)
+    assert routed is not None
+    assert (routed.tenancy, routed.shim_url, routed.startup_timeout) == ("perUser", "", 60.0)
+
+
+def test_instance_names_are_stable_per_user_and_fit_a_server_name() -> None:
+    first = instance_name("memory", "alice@example.com")
+    assert first == instance_name("memory", "alice@example.com")
+    assert first != instance_name("memory", "bob@example.com")
+    long_name = instance_name("m" * 50, "alice")
+    assert len(long_name) <= 50
+    assert long_name.startswith("m" * 37 + "-")
