@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 from pathlib import Path
@@ -53,7 +54,8 @@ def dev(directory: Path, data_dir: Path | None, host: str, port: int, log_level:
     except PostgresError as error:
         raise click.ClickException(str(error)) from None
     except OSError as error:
-        raise click.ClickException(f"cannot start: {error}") from None
+        hint = " (choose another --port)" if error.errno == errno.EADDRINUSE else ""
+        raise click.ClickException(f"cannot start: {error}{hint}") from None
 
 
 def _say(text: str) -> None:
