@@ -200,6 +200,8 @@ def test_gateway_service_ingress_autoscaler_and_network_policy(full: Rendered) -
     shim_rule = policy["spec"]["egress"][1]
     assert shim_rule["ports"] == [{"protocol": "TCP", "port": 8484}]
     assert full.of_kind("ServiceMonitor")
+    budget = full.named("PodDisruptionBudget", "corral-gateway")
+    assert budget["spec"]["selector"]["matchLabels"].items() <= service["spec"]["selector"].items()
 
 
 def test_images_come_from_values(helm: Path) -> None:
