@@ -324,6 +324,9 @@ async def _forward(
         except (aiohttp.ClientError, TimeoutError) as error:
             log.warning("stream from %s ended early: %r", server.route, error)
             return response
+        except ConnectionResetError:
+            log.debug("client of %s went away mid-answer", server.route)
+            return response
         await response.write_eof()
         return response
 
