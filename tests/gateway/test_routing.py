@@ -236,3 +236,31 @@ async def test_delete_ends_the_session_for_every_replica(
         async with http.delete(first.mcp_url(), headers=headers) as reply:
             assert reply.status == 200
         assert (await ping(http, second.mcp_url(), token, session_id)).status == 404
+
+
+async def test_a_get_stream_opens_through_the_gateway_on_the_owning_instance(
+    shim_factory: ShimFactory,
+    everything_http: str,
+    gateway_factory: GatewayFactory,
+    api_key: ApiKeyMaker,
+) -> None:
+    shim = shim_factory(everything_http)
+    first, second = await gateway_factory(shim), await gateway_factory(shim)
+    token, _ = await api_key()
+    async with aiohttp.ClientSession() as http:
+        session_id = await initialize_raw(http, first.mcp_url(), token)
+        headers = {
+            **bearer(token),
+            "Mcp-Session-Id": session_id,
+            "MCP-Protocol-Version": "2025-11-25",
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+        }
+        initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        async with http.post(second.mcp_url(), json=initialized, headers=headers) as reply:
+            assert reply.status == 202
+        stream_headers = {**headers, "Accept": "text/event-stream"}
+        async with http.get(second.mcp_url(), headers=stream_headers) as stream:
+            assert stream.status == 200
+            assert stream.headers["Content-Type"].startswith("text/event-stream")
+            assert stream.headers["X-Request-Id"]
