@@ -12,7 +12,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests.dev.platform import REPO, running_platform
+from tests.dev.platform import REPO, start_platform, stop_platform
 
 QUICKSTART = re.compile(r"## Quickstart\n(.*?)\n## ", re.DOTALL)
 FENCED = re.compile(r"```sh\n(.*?)```", re.DOTALL)
@@ -35,7 +35,8 @@ def test_the_readme_quickstart_works_as_written(tmp_path: Path) -> None:
             *start.split()[1:], f"DEV_FLAGS={flags}", f"DEV_DIR={manifests}",
         ]  # fmt: skip
 
-    with running_platform(tmp_path, make_dev) as platform:
+    platform = start_platform(tmp_path, make_dev)
+    try:
         script = connect.replace("~/.local/share/corral/dev", str(platform.data_dir))
         script = script.replace("127.0.0.1:8080", f"127.0.0.1:{platform.port}")
         completed = subprocess.run(
@@ -45,6 +46,9 @@ def test_the_readme_quickstart_works_as_written(tmp_path: Path) -> None:
             timeout=60,
             check=False,
         )
+    finally:
+        left = stop_platform(platform)
+    assert left == [], "Ctrl-C on make dev left processes behind"
     assert completed.returncode == 0, completed.stderr
     data = next(
         json.loads(line.removeprefix("data:"))
