@@ -10,4 +10,11 @@ through ``corral.store`` only. Modules so far:
 - ``audit_api``, ``apikeys_api``: thin HTTP handlers over ``corral.store``.
 - ``metrics``: the Prometheus metrics, one registry per application.
 - ``apikey_command``: the ``corral apikey`` CLI.
+- ``routing``: the MCP front door ``/mcp/{namespace}/{server}``, its RFC 9728 metadata, the JWKS.
+- ``edge``: route shapes, origins, request ids, the per-user rate limit.
+- ``sessions``: session ids sealed with AES-GCM (upstream id, instance, user).
+- ``signing``: the identity-assertion signing keys and JWKS.
+- ``directory``, ``kubedirectory``: server discovery (static list, Kubernetes watch cache).
+- ``instances``: ensure-running (``AlwaysRunning``; ``KubernetesInstances`` in ``kubedirectory``).
+- ``config``, ``command``: the config file and the ``corral gateway`` CLI.
 """
