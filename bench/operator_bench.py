@@ -131,6 +131,7 @@ def bench(servers: int, timeout: float, workdir: Path) -> dict[str, Any]:
 
                 wait_for(f"{servers} servers Ready", all_ready, timeout, interval=1.0)
                 elapsed = time.monotonic() - started
+                reconciles = _reconcile_figures(f"http://127.0.0.1:{metrics}/metrics")
             finally:
                 operator.terminate()
                 operator.wait(timeout=30)
@@ -143,7 +144,24 @@ def bench(servers: int, timeout: float, workdir: Path) -> dict[str, Any]:
         "operatorRssIdleMiB": round(rss_idle / 2**20, 1),
         "operatorRssPeakMiB": round(peak[0] / 2**20, 1),
         "targetMet": elapsed < 60.0 if servers >= 500 else None,
+        "reconciles": reconciles,
     }
+
+
+def _reconcile_figures(url: str) -> dict[str, dict[str, float]]:
+    """Count and mean duration of reconciliations per kind, from the operator's /metrics."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    figures: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        for suffix in ("_sum", "_count"):
+            name = f"corral_operator_reconcile_duration_seconds{suffix}"
+            if line.startswith(name + "{"):
+                kind = line.split('kind="', 1)[1].split('"', 1)[0]
+                figures.setdefault(kind, {})[suffix[1:]] = float(line.rsplit(" ", 1)[1])
+    for values in figures.values():
+        values["meanSeconds"] = round(values.get("sum", 0) / max(values.get("count", 1), 1), 4)
+    return figures
 
 
 def _answers(url: str) -> bool:
@@ -158,7 +176,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--servers", type=int, default=500)
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--workdir", type=Path, help="keep the operator log here")
     args = parser.parse_args()
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        print(json.dumps(bench(args.servers, args.timeout, args.workdir), indent=2))
+        return
     with tempfile.TemporaryDirectory(prefix="corral-operator-bench-") as tmp:
         print(json.dumps(bench(args.servers, args.timeout, Path(tmp)), indent=2))
 

@@ -176,7 +176,9 @@ def _register_servers(
         indexes = Indexes.of(kwargs)
         metrics.managed.labels("MCPServer").set(len(indexes.servers))
         with _guard(metrics, "MCPServer") as outcome:
-            result = reconciler.reconcile_server(_snapshot(body), indexes.world())
+            result = reconciler.reconcile_server(
+                _snapshot(body), indexes.world(), fresh=kwargs.get("reason") == "create"
+            )
             if result.problems:
                 outcome("invalid")
 

@@ -138,13 +138,15 @@ class Reconciler:
         )
         return workload, ()
 
-    def reconcile_server(self, body: Body, world: World) -> Outcome:
-        """Apply a server's objects (shared tenancy) and write its status."""
+    def reconcile_server(self, body: Body, world: World, *, fresh: bool = False) -> Outcome:
+        """Apply a server's objects (shared tenancy) and write its status. `fresh`: the server
+        was just created, so there is nothing stale to delete."""
         meta = _meta(body)
         namespace, name = meta["namespace"], meta["name"]
         workload, problems = self.workload_for(body, world)
         if workload is not None and workload.effective.tenancy == "perUser":
-            self._remove_shared(namespace, name)
+            if not fresh:
+                self._remove_shared(namespace, name)
             return self._write_per_user_status(body, workload)
         asleep = False
         if workload is not None:
@@ -155,7 +157,7 @@ class Reconciler:
             )
             asleep = status.is_idle(activity, workload.effective.idle_timeout, self.clock())
         owner = Owner("MCPServer", name, meta["uid"])
-        outcome = self._run(body, owner, workload, problems, world, asleep=asleep)
+        outcome = self._run(body, owner, workload, problems, world, asleep=asleep, fresh=fresh)
         self._note_sleep(body, asleep)
         return outcome
 
@@ -198,11 +200,11 @@ class Reconciler:
         world: World,
         *,
         asleep: bool,
+        fresh: bool = False,
     ) -> Outcome:
         meta = _meta(body)
         namespace = meta["namespace"]
         deployment = None
-        pods: tuple[Body, ...] = ()
         replicas = 0
         if workload is not None:
             rendered = render_shim_config(workload, world.access_policies(namespace), self.settings)
@@ -216,16 +218,12 @@ class Reconciler:
                     applied = self.kube.apply(obj)
                     if obj["kind"] == "Deployment":
                         deployment = applied
-                for api_version, kind, name in built.absent:
+                for api_version, kind, name in () if fresh else built.absent:
                     self.kube.delete(api_version, kind, namespace, name)
-                pods = tuple(
-                    self.kube.list("v1", "Pod", namespace, builders.selector_labels(workload))
-                )
         observed = status.Observed(
             generation=meta.get("generation"),
             problems=problems,
             deployment=deployment,
-            pods=pods,
             desired_replicas=replicas,
             asleep=asleep,
         )
@@ -268,14 +266,20 @@ class Reconciler:
                 self.events(body, warning=False, reason="Ready", message=condition.message)
 
     def refresh_status(self, kind: str, namespace: str, name: str, deployment: Body) -> None:
-        """Re-derive an owner's conditions after its Deployment or Pods changed."""
+        """Re-derive an owner's conditions after its Deployment or Pods changed; pods are listed
+        only while replicas are missing, and nothing is written when nothing changed."""
         owner = self.kube.get(API_VERSION, kind, namespace, name)
         if owner is None:
             return
-        labels = (deployment.get("spec") or {}).get("selector", {}).get("matchLabels") or {}
-        pods = tuple(self.kube.list("v1", "Pod", namespace, labels))
-        desired = int((deployment.get("spec") or {}).get("replicas") or 0)
         old_status = owner.get("status") or {}
+        old = old_status.get("conditions")
+        if any(c.type == "ConfigValid" and c.status == "False" for c in _parse(old)):
+            return
+        desired = int((deployment.get("spec") or {}).get("replicas") or 0)
+        pods: tuple[Body, ...] = ()
+        if status.ready_replicas(deployment) < desired:
+            labels = (deployment.get("spec") or {}).get("selector", {}).get("matchLabels") or {}
+            pods = tuple(self.kube.list("v1", "Pod", namespace, labels))
         observed = status.Observed(
             generation=old_status.get("observedGeneration"),
             deployment=deployment,
@@ -283,15 +287,16 @@ class Reconciler:
             desired_replicas=desired,
             asleep=desired == 0,
         )
-        old = old_status.get("conditions")
         conditions = status.merge_conditions(old, status.desired_conditions(observed), self.clock())
-        if not any(c.type == "ConfigValid" and c.status == "False" for c in _parse(old)):
-            patch = {
-                "conditions": status.wire_conditions(conditions),
-                "readyReplicas": status.ready_replicas(deployment),
-            }
-            self.kube.patch_status(API_VERSION, kind, namespace, name, patch)
-            self._post_transitions(owner, old, conditions)
+        patch = {
+            "conditions": status.wire_conditions(conditions),
+            "readyReplicas": status.ready_replicas(deployment),
+        }
+        unchanged = patch["conditions"] == status.wire_conditions(_parse(old))
+        if unchanged and old_status.get("readyReplicas") == patch["readyReplicas"]:
+            return
+        self.kube.patch_status(API_VERSION, kind, namespace, name, patch)
+        self._post_transitions(owner, old, conditions)
 
     def _note_sleep(self, body: Body, asleep: bool) -> None:
         was_asleep = any(
