@@ -118,7 +118,6 @@ def operator(
     log_json: bool,
 ) -> None:
     """Run the operator: MCPServers become hardened pods with a shim sidecar."""
-    setup_logging(log_level, json_lines=log_json)
     try:
         settings = OperatorSettings(
             watch=WatchSettings(namespaces=namespaces, idle_check_seconds=idle_check_seconds),
@@ -146,4 +145,5 @@ def operator(
         )
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
+    setup_logging(log_level, json_lines=log_json)
     asyncio.run(run(settings))
