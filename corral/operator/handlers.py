@@ -181,9 +181,29 @@ def _register_servers(
             )
             if result.problems:
                 outcome("invalid")
+        if kwargs.get("reason") in ("create", "update"):
+            count_entry_servers(kwargs)
 
     for cause in (kopf.on.create, kopf.on.update, kopf.on.resume):
         cause(*resource, registry=registry, id="reconcile")(reconcile)
+
+    @kopf.on.delete(*resource, registry=registry, optional=True)
+    def deleted(**kwargs: Any) -> None:
+        count_entry_servers(kwargs, leaving=kwargs["name"])
+
+    def count_entry_servers(kwargs: Any, leaving: str | None = None) -> None:
+        entry = (kwargs["spec"].get("catalogEntry") or {}).get("name")
+        if not entry:
+            return
+        namespace = kwargs["namespace"]
+        indexes = Indexes.of(kwargs)
+        servers = [
+            s for (ns, name), s in indexes.servers.items() if ns == namespace and name != leaving
+        ]
+        if leaving is None and (namespace, kwargs["name"]) not in indexes.servers:
+            servers.append(_snapshot(kwargs["body"]))
+        with _guard(metrics, "MCPCatalogEntry"):
+            reconciler.count_entry_servers(namespace, entry, servers)
 
     @kopf.timer(*resource, registry=registry, interval=idle_check, initial_delay=idle_check)
     def idle(**kwargs: Any) -> None:
@@ -254,8 +274,16 @@ def _register_entries(
                 for instance in indexes.instances_of(namespace, server["metadata"]["name"]):
                     reconciler.reconcile_instance(instance, world)
 
-    for cause in (kopf.on.create, kopf.on.update, kopf.on.resume):
+    for cause in (kopf.on.create, kopf.on.update):
         cause(*resource, registry=registry, id="reconcile")(changed)
+
+    @kopf.on.resume(*resource, registry=registry, id="reconcile")
+    def resumed(**kwargs: Any) -> None:
+        namespace = kwargs["namespace"]
+        indexes = Indexes.of(kwargs)
+        in_namespace = [s for (ns, _), s in indexes.servers.items() if ns == namespace]
+        with _guard(metrics, "MCPCatalogEntry"):
+            reconciler.reconcile_entry(_snapshot(kwargs["body"]), in_namespace)
 
     @kopf.on.delete(*resource, registry=registry, optional=True)
     def deleted(**kwargs: Any) -> None:

@@ -372,6 +372,11 @@ class Reconciler:
         self.kube.patch_status(API_VERSION, "MCPCatalogEntry", meta["namespace"], name, patch)
         return count
 
+    def count_entry_servers(self, namespace: str, entry: str, servers: Iterable[Body]) -> None:
+        """Write `status.servers` of the catalog entry `entry` (when it exists)."""
+        count = len(servers_using_entry(servers, entry))
+        self.kube.patch_status(API_VERSION, "MCPCatalogEntry", namespace, entry, {"servers": count})
+
     def reconcile_policy(self, body: Body) -> tuple[str, ...]:
         """Validate a policy and write its ConfigValid condition; returns the problems."""
         meta = _meta(body)

@@ -96,6 +96,13 @@ def test_catalog_entry_runs_its_servers_and_counts_them(operator_harness: Operat
             60,
         )
 
+    h.delete(SERVERS, "mem-b")
+    wait_for(
+        "entry counts the remaining server",
+        lambda: ((h.get(ENTRIES, "memory") or {}).get("status") or {}).get("servers") == 1,
+        60,
+    )
+
 
 def test_policy_change_updates_only_affected_shim_configs(
     operator_harness: OperatorHarness,
