@@ -14,7 +14,7 @@ from typing import Any
 from bench.common import BENCH, PYTHON, ROOT
 from bench.scenarios import Options, target
 
-SERVERS = 200
+SERVERS = 100
 QUICK_SERVERS = 20
 
 
