@@ -106,7 +106,26 @@ def _call(method: str, url: str, token: str, body: Any = None) -> Any:
         return json.loads(response.read() or b"null")
 
 
-def start(stack: Processes, upstream_url: str, name: str, tool: str) -> ContextForge:
+@dataclass(frozen=True)
+class Variant:
+    """How ContextForge runs: its stateful sessions live in one worker's memory (sharing them
+    across workers needs Redis-backed session affinity), so stateful runs one worker and
+    stateless (its default) runs several."""
+
+    name: str
+    stateful: bool
+    workers: int
+
+
+VARIANTS = (
+    Variant("contextforge-stateful-1w", stateful=True, workers=1),
+    Variant("contextforge-stateless-2w", stateful=False, workers=WORKERS),
+)
+
+
+def start(
+    stack: Processes, upstream_url: str, name: str, tool: str, variant: Variant = VARIANTS[0]
+) -> ContextForge:
     """ContextForge on a free loopback port, fronting ``upstream_url`` as a virtual server that
     exposes ``tool``."""
     python = ensure_installed()
@@ -123,16 +142,16 @@ def start(stack: Processes, upstream_url: str, name: str, tool: str) -> ContextF
         "PORT": str(port),
         "SSRF_ALLOW_LOCALHOST": "true",
         "RATE_LIMITING_ENABLED": "false",
-        "USE_STATEFUL_SESSIONS": "true",
+        "USE_STATEFUL_SESSIONS": "true" if variant.stateful else "false",
         "AUTH_REQUIRED": "true",
         "MCP_CLIENT_AUTH_ENABLED": "true",
         "DATABASE_URL": f"sqlite:///{workdir / 'mcp.db'}",
         "LOG_LEVEL": "ERROR",
-        "BENCH_WORKERS": str(WORKERS),
+        "BENCH_WORKERS": str(variant.workers),
     }
     gunicorn = str(VENV / "bin" / "gunicorn")
     argv = [gunicorn, "-c", str(workdir / "gunicorn.bench.py")]
-    argv += ["--worker-class", "uvicorn.workers.UvicornWorker", "--workers", str(WORKERS)]
+    argv += ["--worker-class", "uvicorn.workers.UvicornWorker", "--workers", str(variant.workers)]
     argv += ["--preload", "mcpgateway.main:app"]
     process = stack.start(f"contextforge-{name}", argv, env=env, cwd=workdir)
     base = f"http://{LOOPBACK}:{port}"

@@ -135,18 +135,25 @@ def run(options: Options) -> dict[str, Any]:
         for upstream in upstreams:
             corral.start_shim(upstream.name, upstream.url)
         gateway = corral.start_gateway()
-        forges = {}
+        forges: dict[tuple[str, str], contextforge.ContextForge] = {}
         for upstream in upstreams:
-            try:
-                forges[upstream.name] = contextforge.start(
-                    stack, upstream.url, upstream.name, upstream.tool
-                )
-            except Exception as error:
-                results["notes"].append(f"ContextForge for {upstream.name} failed: {error}")
+            for variant in contextforge.VARIANTS:
+                try:
+                    forges[upstream.name, variant.name] = contextforge.start(
+                        stack,
+                        upstream.url,
+                        f"{upstream.name}-{variant.name}",
+                        upstream.tool,
+                        variant,
+                    )
+                except Exception as error:
+                    results["notes"].append(
+                        f"{variant.name} for {upstream.name} failed to start: {error}"
+                    )
         if forges:
             results["contextforge"] = {
                 "version": next(iter(forges.values())).version,
-                "workers": contextforge.WORKERS,
+                "variants": [vars(v) for v in contextforge.VARIANTS],
             }
         for upstream in upstreams:
             print(f"upstream {upstream.name}", flush=True)
@@ -171,19 +178,21 @@ def run(options: Options) -> dict[str, Any]:
                     },
                 ),
             ]
-            forge = forges.get(upstream.name)
-            if forge is not None:
-                paths.append(
-                    Path(
-                        "contextforge",
-                        forge.mcp_url,
-                        {"Authorization": f"Bearer {forge.token}"},
-                        {"contextforge": forge.process.pid, "upstream": upstream.pid},
+            tools = {}
+            for (name, variant), forge in forges.items():
+                if name == upstream.name:
+                    tools[variant] = forge.tool
+                    paths.append(
+                        Path(
+                            variant,
+                            forge.mcp_url,
+                            {"Authorization": f"Bearer {forge.token}"},
+                            {"contextforge": forge.process.pid, "upstream": upstream.pid},
+                        )
                     )
-                )
             measured: dict[str, Any] = {}
             for path in paths:
-                tool = forge.tool if path.name == "contextforge" and forge else upstream.tool
+                tool = tools.get(path.name, upstream.tool)
                 try:
                     measured[path.name] = measure(
                         path, tool, upstream.arguments, options, measured.get("direct")
@@ -220,14 +229,28 @@ def generator_headroom(upstreams: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _best_forge(measured: dict[str, Any], connections: int) -> str:
+    """The ContextForge variant with the most successful calls at this connection count."""
+    names = [name for name in measured if name.startswith("contextforge")]
+    return max(
+        names,
+        key=lambda name: measured[name].get(f"c{connections}", {}).get("okRps", 0.0),
+        default="contextforge",
+    )
+
+
 def _rps(measured: dict[str, Any], path: str, connections: int) -> float | None:
     """Successful (2xx) requests per second."""
+    if path == "contextforge":
+        path = _best_forge(measured, connections)
     run = measured.get(path, {}).get(f"c{connections}")
     return None if run is None else float(run["okRps"])
 
 
 def _cpu_us(measured: dict[str, Any], path: str, connections: int) -> float | None:
     """CPU time per request of every process on the path."""
+    if path == "contextforge":
+        path = _best_forge(measured, connections)
     run = measured.get(path, {}).get(f"c{connections}")
     return None if run is None else float(sum(run["cpuUsPerRequest"].values()))
 
