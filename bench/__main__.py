@@ -34,9 +34,11 @@ def main() -> None:
             started = time.monotonic()
             try:
                 result = scenario(options)
-            except Exception:
+            except Exception as error:  # one broken scenario must not hide the others
                 traceback.print_exc()
                 failed.append(name)
+                summary = str(error).strip().splitlines()
+                write_result(name, {"error": summary[-1] if summary else repr(error)})
                 continue
             result["wallSeconds"] = round(time.monotonic() - started, 1)
             print(f"wrote {write_result(name, result)}", flush=True)

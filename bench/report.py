@@ -90,11 +90,13 @@ def render(documents: dict[str, dict[str, Any]]) -> str:
         if name == "overhead":
             parts += overhead_table(document)
             ratios = document.get("ratios", {})
-            if ratios:
-                parts += [
-                    "",
-                    "Ratios (same run): " + ", ".join(f"{k} {v}" for k, v in ratios.items()),
-                ]
+            shown = {k: v for k, v in ratios.items() if "/c16/" in k and "CPU" not in k}
+            if shown:
+                listed = ", ".join(f"{k} {v}" for k, v in shown.items())
+                parts += ["", f"Ratios at 16 clients (same run; all in the JSON): {listed}."]
+            parts.append("")
+        if "error" in document:
+            parts.append(f"Failed: {document['error']}")
         parts += figures(document)
         for note in document.get("notes", []):
             parts.append(f"- note: {note}")
