@@ -129,7 +129,11 @@ def bench(servers: int, timeout: float, workdir: Path) -> dict[str, Any]:
                     peak[0] = max(peak[0], _rss_bytes(operator.pid))
                     return _ready(custom) == servers
 
-                wait_for(f"{servers} servers Ready", all_ready, timeout, interval=1.0)
+                try:
+                    wait_for(f"{servers} servers Ready", all_ready, timeout, interval=1.0)
+                except TimeoutError:
+                    print(json.dumps(_diagnosis(core, custom)), file=sys.stderr)
+                    raise
                 elapsed = time.monotonic() - started
                 reconciles = _reconcile_figures(f"http://127.0.0.1:{metrics}/metrics")
             finally:
@@ -162,6 +166,29 @@ def _reconcile_figures(url: str) -> dict[str, dict[str, float]]:
     for values in figures.values():
         values["meanSeconds"] = round(values.get("sum", 0) / max(values.get("count", 1), 1), 4)
     return figures
+
+
+def _diagnosis(core: client.CoreV1Api, custom: client.CustomObjectsApi) -> dict[str, Any]:
+    """Why servers are not Ready: ready servers, ready pods, and Ready nodes."""
+    pods = core.list_namespaced_pod(NAMESPACE).items
+    nodes = core.list_node().items
+    return {
+        "readyServers": _ready(custom),
+        "pods": len(pods),
+        "readyPods": sum(
+            1
+            for p in pods
+            for c in p.status.conditions or ()
+            if c.type == "Ready" and c.status == "True"
+        ),
+        "readyNodes": sum(
+            1
+            for n in nodes
+            for c in n.status.conditions or ()
+            if c.type == "Ready" and c.status == "True"
+        ),
+        "nodes": len(nodes),
+    }
 
 
 def _answers(url: str) -> bool:

@@ -67,7 +67,9 @@ def _option(name: str, *decls: str, **kwargs: Any) -> Callable[[FC], FC]:
 @_option(
     "--audit-url",
     default=None,
-    help="Gateway audit ingest URL (shims log audit to stdout if unset).",
+    help=(
+        "The gateway's audit ingest, http://GATEWAY/api/audit/ingest (unset: shims log to stdout)."
+    ),
 )
 @_option(
     "--audit-token-secret",
