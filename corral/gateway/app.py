@@ -80,7 +80,7 @@ def create_app(
             web.get("/readyz", readyz),
             web.get("/metrics", metrics_view),
             web.get(METADATA_PREFIX + API_RESOURCE, api_resource_metadata),
-            web.post("/api/audit/ingest", audit_api.ingest_audit),
+            web.post(audit_api.INGEST_PATH, audit_api.ingest_audit),
             web.get("/api/audit", audit_api.query_audit),
             web.get("/api/audit/export", audit_api.export_audit),
             web.post("/api/apikeys", apikeys_api.create_api_key),

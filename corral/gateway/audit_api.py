@@ -1,10 +1,11 @@
 """Audit over HTTP: shims post batches; people query and export.
 
 Ingest contract (``POST /api/audit/ingest``): ``Authorization: Bearer <shim token>``; body
-``{"events": [...]}`` with at most ``max_ingest_events`` events, each about the shim's own
-``namespace``/``server``. Answers: 200 ``{"stored", "duplicates", "out_of_window"}``; 400 when
+``{"events": [...]}`` with at most ``max_ingest_events`` events, each about a server in the
+token's scope. Answers: 200 ``{"stored", "duplicates", "out_of_window"}``; 400 when
 any event is malformed (nothing stored; the message names ``events[i]`` and the field); 401 for
-a missing or unknown shim token; 403 for an event about another server; 413 for a batch too
+a missing or unknown shim token; 403 for an event about a server outside the token's scope
+(``namespace/server``, or ``namespace/*`` for every server of a namespace); 413 for a batch too
 large; 503 with ``Retry-After`` when Postgres is unavailable. Retrying a batch is always safe:
 events are deduplicated on ``(time, event_id)``.
 
@@ -21,6 +22,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from corral.gateway import shimscope
 from corral.gateway.appkeys import (
     AUDIT_WRITER,
     METRICS,
@@ -50,6 +52,8 @@ _TEXT_FILTERS = {
     "status": "status",
     "outcome": "status",
 }
+INGEST_PATH = "/api/audit/ingest"
+"""Where shims post audit batches (the operator's ``--audit-url`` ends with it)."""
 _EXPORT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
 
 
@@ -161,7 +165,7 @@ async def export_audit(request: web.Request) -> web.StreamResponse:
 
 
 async def ingest_audit(request: web.Request) -> web.Response:
-    """POST /api/audit/ingest: a shim's batch ``{"events": [...]}``, about its own server only."""
+    """POST /api/audit/ingest: a shim's batch ``{"events": [...]}``, within its token's scope."""
     metrics = request.app[METRICS]
     try:
         with metrics.audit_ingest_seconds.time():
@@ -204,14 +208,15 @@ async def _ingest(request: web.Request) -> IngestResult:
             **{"WWW-Authenticate": 'Bearer realm="corral-shims"'},
         )
     events = await _read_events(request, settings)
-    namespace, _, name = server.partition("/")
     for index, event in enumerate(events):
-        if isinstance(event, dict) and (event.get("namespace"), event.get("server")) != (
-            namespace,
-            name,
+        if isinstance(event, dict) and not shimscope.allows(
+            server, event.get("namespace"), event.get("server")
         ):
             raise json_error(
-                403, "forbidden", f"events[{index}] is not about this shim's server {server}"
+                403,
+                "forbidden",
+                f"events[{index}] is about {event.get('namespace')}/{event.get('server')}, "
+                f"outside this shim token's scope {server}",
             )
     try:
         return await request.app[AUDIT_WRITER].ingest(events)

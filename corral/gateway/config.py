@@ -24,6 +24,7 @@ from corral.gateway.authn import static_entry
 from corral.gateway.directory import ServerEntry
 from corral.gateway.sessions import KEY_BYTES
 from corral.gateway.settings import GatewaySettings, RoutingSettings
+from corral.gateway.shimscope import SCOPE_PATTERN
 from corral.gateway.signing import load_signing_key
 from corral.store.pools import PoolSettings
 
@@ -113,8 +114,10 @@ class Discovery(ConfigModel):
 
 
 class ShimToken(ConfigModel):
+    """A shim's audit token and its scope: ``namespace/server`` or ``namespace/*``."""
+
     token: Secret
-    server: str
+    server: str = Field(pattern=SCOPE_PATTERN)
 
 
 class GatewayConfig(ConfigModel):

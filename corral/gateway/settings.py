@@ -56,9 +56,10 @@ class RoutingSettings:
 class GatewaySettings:
     """Everything a gateway replica needs to start.
 
-    ``shim_tokens`` maps each shim's bearer token to the ``namespace/server`` it audits; a shim
-    may only post events about its own server. ``static_users`` maps tokens to principals for
-    ``corral dev`` (empty in production). ``routing`` None serves no MCP routes.
+    ``shim_tokens`` maps each shim's bearer token to its scope, ``namespace/server`` or
+    ``namespace/*`` (``corral.gateway.shimscope``); a shim may only post events in its scope.
+    ``static_users`` maps tokens to principals for ``corral dev`` (empty in production).
+    ``routing`` None serves no MCP routes.
     """
 
     database: PoolSettings

@@ -70,7 +70,6 @@ images:
 operator:
   watchNamespaces: [$SERVERS]
   audit:
-    url: http://corral-gateway.$SYSTEM.svc/api/audit/ingest
     tokenSecret: corral-audit
 gateway:
   publicBaseUrl: http://127.0.0.1:8000
@@ -80,7 +79,7 @@ gateway:
     users:
       - {token: "$USER_TOKEN", user: alice@example.com, groups: [engineering]}
     shimTokens:
-      - {token: {value: "$AUDIT_TOKEN"}, server: $SERVERS/everything}
+      - {token: {value: "$AUDIT_TOKEN"}, server: "$SERVERS/*"}
 YAML
 printf 'identity:\n  jwks: %s\n' "$(printf '%s' "$JWKS" | python3 -c 'import json,sys; print(json.dumps(json.dumps(json.load(sys.stdin))))')" >> "$WORK/values.yaml"
 

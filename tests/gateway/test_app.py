@@ -26,6 +26,7 @@ from tests.fixtures.store import RestartablePostgres
 
 BASE = "https://corral.example"
 SHIM_TOKEN = "shim-token-for-tools-time"
+NAMESPACE_TOKEN = "shim-token-for-every-server-in-tools"
 USERS = {
     "admin-token": Principal(user="root", groups=("corral-admins",)),
     "auditor-token": Principal(user="carol", groups=("corral-auditors",)),
@@ -37,7 +38,7 @@ def settings_for(dsn: str) -> GatewaySettings:
     return GatewaySettings(
         database=PoolSettings(dsn, min_size=1, max_size=4),
         public_base_url=BASE,
-        shim_tokens={SHIM_TOKEN: "tools/time"},
+        shim_tokens={SHIM_TOKEN: "tools/time", NAMESPACE_TOKEN: "tools/*"},
         static_users=USERS,
     )
 
@@ -114,6 +115,25 @@ async def test_unauthenticated_api_calls_get_401_naming_resource_metadata(
     assert ('error="invalid_token"' in challenge) is presented
     metadata = await (await client.get("/.well-known/oauth-protected-resource/api")).json()
     assert metadata["resource"] == f"{BASE}/api"
+
+
+async def test_a_namespace_token_posts_for_every_server_of_its_namespace_only(
+    client: TestClient[Any, Any],
+) -> None:
+    mixed = make_events(2) + make_events(1, server="git")
+    accepted = await client.post(
+        "/api/audit/ingest", data=orjson.dumps({"events": mixed}), headers=auth(NAMESPACE_TOKEN)
+    )
+    assert accepted.status == 200, await accepted.text()
+    assert (await accepted.json())["stored"] == 3
+    for outside in (make_events(1, namespace="billing"), make_events(1, server="")):
+        body = orjson.dumps({"events": make_events(1) + outside})
+        refused = await client.post("/api/audit/ingest", data=body, headers=auth(NAMESPACE_TOKEN))
+        assert refused.status == 403
+        assert "events[1]" in (await refused.json())["message"]
+    as_auditor = auth("auditor-token")
+    page = await (await client.get("/api/audit", headers=as_auditor)).json()
+    assert sorted(e["server"] for e in page["events"]) == ["git", "time", "time"]
 
 
 async def test_ingest_needs_the_shim_token_and_its_own_server(

@@ -102,6 +102,8 @@ def test_jwks_and_key_tools(tmp_path: Path) -> None:
         ({"surprise": 1}, "surprise"),
         ({"identity": {"signingKeys": [{"value": "not a pem"}]}}, "identity.signingKeys[0]"),
         ({"identity": {"signingKeys": [{"file": "/nonexistent.pem"}]}}, "cannot read secret"),
+        ({"shimTokens": [{"token": {"value": "t"}, "server": "team-a"}]}, "shimTokens.0.server"),
+        ({"shimTokens": [{"token": {"value": "t"}, "server": "*/git"}]}, "shimTokens.0.server"),
     ],
 )
 def test_config_errors_name_the_field(tmp_path: Path, change: dict[str, Any], message: str) -> None:
@@ -128,3 +130,14 @@ def test_secrets_stay_out_of_reprs(tmp_path: Path) -> None:
         assert "hunter2" not in text
         assert session_key not in text
         assert "PRIVATE KEY" not in text
+
+
+def test_shim_tokens_are_scoped_to_a_server_or_a_namespace(tmp_path: Path) -> None:
+    upstream = FakeShim("http://127.0.0.1:1/mcp", generate_signing_key())
+    tokens = [
+        {"token": {"value": "one-server"}, "server": "team-a/git"},
+        {"token": {"value": "whole-namespace"}, "server": "team-b/*"},
+    ]
+    path = write_config(tmp_path, upstream, "postgresql://unused", shimTokens=tokens)
+    settings = to_settings(load_config(path))
+    assert dict(settings.shim_tokens) == {"one-server": "team-a/git", "whole-namespace": "team-b/*"}

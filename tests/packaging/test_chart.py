@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from corral.gateway import audit_api
 from corral.gateway.config import GatewayConfig
 from e2e.cluster.launcher import Toolset
 from tests.packaging.chart import (
@@ -216,6 +217,35 @@ def test_images_come_from_values(helm: Path) -> None:
     ][0]["args"]
     assert "--shim-image=ghcr.io/corral-dev/corral-shim:1.2.3" in args
     assert "--runner-image=reg/run:0.1.0" in args
+
+
+def test_shims_post_audit_to_the_gateways_ingest_route(helm: Path, minimal: Rendered) -> None:
+    def operator_args(rendered: Rendered) -> list[str]:
+        deployment = rendered.named("Deployment", "corral-operator")
+        args: list[str] = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        return args
+
+    assert not [a for a in operator_args(minimal) if a.startswith("--audit-")]
+    scoped = '[{"token": {"file": "/etc/corral/shims/team-a"}, "server": "team-a/*"}]'
+    rendered = render(
+        helm,
+        values=value_args(
+            sets={**MINIMAL, "operator.audit.tokenSecret": "corral-audit"},
+            json_sets={"gateway.config.shimTokens": scoped},
+        ),
+    )
+    args = operator_args(rendered)
+    url = next(a.removeprefix("--audit-url=") for a in args if a.startswith("--audit-url="))
+    assert url == f"http://corral-gateway.corral-system.svc:80{audit_api.INGEST_PATH}"
+    assert "--audit-token-secret=corral-audit" in args
+    config_map = rendered.named("ConfigMap", "corral-gateway")
+    config = GatewayConfig.model_validate(yaml.safe_load(config_map["data"]["config.yaml"]))
+    assert [t.server for t in config.shim_tokens] == ["team-a/*"]
+    explicit = render(
+        helm,
+        values=value_args(sets={**MINIMAL, "operator.audit.url": "https://audit.example/x"}),
+    )
+    assert "--audit-url=https://audit.example/x" in operator_args(explicit)
 
 
 @pytest.mark.parametrize(
