@@ -150,7 +150,7 @@ def test_invalid_policy_is_reported_and_left_out(operator_harness: OperatorHarne
 def test_idle_shared_server_scales_to_zero_and_wakes(operator_harness: OperatorHarness) -> None:
     h = operator_harness
     h.start()
-    h.create(SERVERS, server("sleepy", idleTimeout=4))
+    h.create(SERVERS, server("sleepy", idleTimeout=6))
 
     ready = h.wait_condition(SERVERS, "sleepy", "Ready", "False", timeout=60)
     wait_for(
@@ -177,7 +177,7 @@ def test_idle_shared_server_scales_to_zero_and_wakes(operator_harness: OperatorH
 def test_per_user_instance_lives_until_idle(operator_harness: OperatorHarness) -> None:
     h = operator_harness
     h.start()
-    h.create(SERVERS, server("notes", tenancy="perUser", idleTimeout=5))
+    h.create(SERVERS, server("notes", tenancy="perUser", idleTimeout=10))
     h.wait_condition(SERVERS, "notes", "Ready", "True")
     assert h.read("Deployment", "notes") is None
 
