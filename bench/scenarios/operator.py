@@ -25,7 +25,11 @@ def run(options: Options) -> dict[str, Any]:
     done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=1800)
     if done.returncode != 0:
         raise RuntimeError(f"operator_bench.py failed ({done.returncode}): {done.stderr[-2000:]}")
-    document = json.loads(done.stdout[done.stdout.index("{") :])
+    return summarise(json.loads(done.stdout[done.stdout.index("{") :]))
+
+
+def summarise(document: dict[str, Any]) -> dict[str, Any]:
+    """The result document from operator_bench.py's output."""
     per_second = document["servers"] / document["allReadySeconds"]
     return {
         "figures": {
@@ -38,7 +42,12 @@ def run(options: Options) -> dict[str, Any]:
             "operator RSS peak, MiB": document["operatorRssPeakMiB"],
         },
         "targets": [
-            target("operator: MCPServers Ready per second", per_second, 500 / 60, at_least=True)
+            target(
+                "MCPServers Ready per second (operator_bench.py: 500 in 60 s)",
+                per_second,
+                500 / 60,
+                at_least=True,
+            )
         ],
         "raw": document,
     }
