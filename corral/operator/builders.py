@@ -23,6 +23,8 @@ from corral.operator.shimconfig import (
     FILTER_SECRET_KEY,
     FILTER_SECRETS_DIR,
     SPOOL_DIR,
+    TOKEN_EXCHANGE_DIR,
+    TOKEN_EXCHANGE_KEYS,
     Workload,
 )
 
@@ -38,6 +40,12 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "corral-operator"
 SHIM_CONFIG_KEY = "config.json"
 SHIM_CONFIG_DIR = "/etc/corral/shim"
+AUDIT_TOKEN_VOLUME = "audit-token"
+TOKEN_EXCHANGE_VOLUME = "token-exchange"
+SHIM_SECRET_MOUNTS = {
+    AUDIT_TOKEN_VOLUME: str(AUDIT_TOKEN_DIR),
+    TOKEN_EXCHANGE_VOLUME: str(TOKEN_EXCHANGE_DIR),
+}
 RUN_AS = 65532
 PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 LINK_LOCAL_AND_METADATA = ("169.254.0.0/16", "100.64.0.0/10")
@@ -305,10 +313,21 @@ def _shim_secret_volumes(workload: Workload, settings: OperatorSettings) -> list
     if settings.gateway.audit_url and token_secret:
         volumes.append(
             {
-                "name": "audit-token",
+                "name": AUDIT_TOKEN_VOLUME,
                 "secret": {
                     "secretName": token_secret,
                     "items": [{"key": "token", "path": "token"}],
+                },
+            }
+        )
+    exchange = workload.spec.token_exchange
+    if exchange is not None:
+        volumes.append(
+            {
+                "name": TOKEN_EXCHANGE_VOLUME,
+                "secret": {
+                    "secretName": exchange.client_secret_ref.name,
+                    "items": [{"key": key, "path": key} for key in TOKEN_EXCHANGE_KEYS],
                 },
             }
         )
@@ -323,10 +342,8 @@ def _shim_container(
         {"name": "shim-spool", "mountPath": str(SPOOL_DIR)},
     ]
     for volume in secrets:
-        path = (
-            str(AUDIT_TOKEN_DIR)
-            if volume["name"] == "audit-token"
-            else str(FILTER_SECRETS_DIR / volume["name"].removeprefix("filter-"))
+        path = SHIM_SECRET_MOUNTS.get(
+            volume["name"], str(FILTER_SECRETS_DIR / volume["name"].removeprefix("filter-"))
         )
         mounts.append({"name": volume["name"], "mountPath": path, "readOnly": True})
 

@@ -3,9 +3,9 @@
 Rule: pure. The output is the documented file format (docs/shim.md, camelCase JSON), built as
 plain data: processes are independent, so the operator does not import `corral.shim`; tests
 parse every rendering with `corral.shim.config`. The configuration carries only what the shim
-needs (identity keys, policies, tool subset, filters, audit); credentials appear as file paths
-of Secrets mounted into the shim alone. Problems the format cannot express are returned for the
-ConfigValid condition.
+needs (identity keys, policies, tool subset, filters, token exchange, audit); credentials appear
+as file paths of Secrets mounted into the shim alone. Problems the format cannot express are
+returned for the ConfigValid condition.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ AUDIT_TOKEN_DIR = Path("/var/run/corral/audit")
 AUDIT_TOKEN_KEY = "token"
 FILTER_SECRET_KEY = "hmacKey"
 SPOOL_DIR = Path("/var/spool/corral")
+TOKEN_EXCHANGE_DIR = Path("/var/run/corral/token-exchange")
+TOKEN_EXCHANGE_KEYS = ("clientId", "clientSecret")
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,9 @@ def render_shim_config(
             "sink": _sink(settings),
         },
     }
+    exchange = _token_exchange(workload.spec)
+    if exchange is not None:
+        config["tokenExchange"] = exchange
     return Rendered(config)
 
 
@@ -190,6 +195,24 @@ def _filters(spec: MCPServerSpec, problems: list[str]) -> list[dict[str, Any]]:
             config["tools"] = list(item.tools)
         configs.append(config)
     return configs
+
+
+def _token_exchange(spec: MCPServerSpec) -> dict[str, Any] | None:
+    exchange = spec.token_exchange
+    if exchange is None:
+        return None
+    config: dict[str, Any] = {
+        "tokenEndpoint": exchange.token_endpoint,
+        "clientId": {"file": str(TOKEN_EXCHANGE_DIR / "clientId")},
+        "clientSecret": {"file": str(TOKEN_EXCHANGE_DIR / "clientSecret")},
+        "scopes": list(exchange.scopes or ()),
+        "inject": {"header": exchange.inject.header, "prefix": exchange.inject.prefix},
+    }
+    if exchange.audience is not None:
+        config["audience"] = exchange.audience
+    if exchange.resource is not None:
+        config["resource"] = exchange.resource
+    return config
 
 
 def _tools(effective: EffectiveServer) -> dict[str, list[str]]:

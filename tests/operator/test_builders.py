@@ -353,3 +353,79 @@ def test_policies_for_ignores_other_namespaces_and_invalid_policies() -> None:
         [policy("ok", {"servers": ["srv"]}), policy("bad", {"servers": ["srv"]}, when="(")], w
     )
     assert [p.metadata.name for p in chosen] == ["ok"]
+
+
+EXCHANGE = {
+    "tokenEndpoint": "https://auth.example.com/oauth/token",
+    "clientSecretRef": {"name": "github-exchange"},
+    "audience": "https://api.github.com",
+    "scopes": ["repo"],
+    "inject": {"header": "X-Upstream-Token", "prefix": ""},
+}
+
+
+@pytest.mark.parametrize(
+    "runtime",
+    [RUNTIMES[0].values[0], {"remote": {"url": "https://mcp.example.com/mcp"}}],
+    ids=["hosted", "remote"],
+)
+def test_token_exchange_secret_reaches_the_shim_alone(runtime: dict[str, Any]) -> None:
+    built = build({"runtime": runtime, "tokenExchange": EXCHANGE})
+    by_name = containers(built)
+    pod = built.of_kind("Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    shim_mounts = {m["name"]: m["mountPath"] for m in by_name["shim"]["volumeMounts"]}
+
+    assert volumes["token-exchange"]["secret"] == {
+        "secretName": "github-exchange",
+        "items": [
+            {"key": "clientId", "path": "clientId"},
+            {"key": "clientSecret", "path": "clientSecret"},
+        ],
+    }
+    assert shim_mounts["token-exchange"] == "/var/run/corral/token-exchange"
+    for name, container in by_name.items():
+        if name != "shim":
+            text = str(container)
+            assert "token-exchange" not in text
+            assert "github-exchange" not in text
+            assert "auth.example.com" not in text
+    exchange = shim_config(built).token_exchange
+    assert exchange is not None
+    assert exchange.token_endpoint == "https://auth.example.com/oauth/token"
+    assert str(exchange.client_id.file) == "/var/run/corral/token-exchange/clientId"
+    assert str(exchange.client_secret.file) == "/var/run/corral/token-exchange/clientSecret"
+    assert exchange.client_secret.value is None
+    assert (exchange.audience, exchange.resource, exchange.scopes) == (
+        "https://api.github.com",
+        None,
+        ["repo"],
+    )
+    assert (exchange.inject.header, exchange.inject.prefix) == ("X-Upstream-Token", "")
+
+
+def test_without_token_exchange_nothing_is_mounted_or_rendered() -> None:
+    built = build({"runtime": RUNTIMES[0].values[0]})
+    pod = built.of_kind("Deployment")["spec"]["template"]["spec"]
+    assert "token-exchange" not in {v["name"] for v in pod["volumes"]}
+    assert shim_config(built).token_exchange is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"audience": "https://other.example.com"},
+        {"clientSecretRef": {"name": "other-exchange"}},
+        {"scopes": ["repo", "gist"]},
+    ],
+)
+def test_config_hash_follows_token_exchange(change: dict[str, Any]) -> None:
+    def digest(exchange: dict[str, Any] | None) -> str:
+        spec: dict[str, Any] = {"runtime": RUNTIMES[0].values[0]}
+        if exchange is not None:
+            spec["tokenExchange"] = exchange
+        annotations = build(spec).of_kind("Deployment")["spec"]["template"]["metadata"]
+        return str(annotations["annotations"][builders.CONFIG_HASH])
+
+    assert digest(EXCHANGE) != digest(None)
+    assert digest({**EXCHANGE, **change}) != digest(EXCHANGE)
