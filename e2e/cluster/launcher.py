@@ -31,7 +31,8 @@ from e2e.cluster.pki import Pki, write_pki
 from e2e.cluster.processes import Component, free_port, spawn
 from e2e.cluster.toolset import ClusterError, Toolset, build, cache_toolset, pinned_versions
 
-SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_CIDR = "10.0.0.0/16"
+NODE_MONITOR_GRACE = "5m"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 POLL_INTERVAL = 0.2
@@ -253,6 +254,7 @@ class ControlPlane:
                 f"--cluster-signing-cert-file={pki.ca_cert}",
                 f"--cluster-signing-key-file={pki.ca_key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--node-monitor-grace-period={NODE_MONITOR_GRACE}",
                 "--profiling=false",
             ],
         )
