@@ -16,5 +16,6 @@ through ``corral.store`` only. Modules so far:
 - ``signing``: the identity-assertion signing keys and JWKS.
 - ``directory``, ``kubedirectory``: server discovery (static list, Kubernetes watch cache).
 - ``instances``: ensure-running (``AlwaysRunning``; ``KubernetesInstances`` in ``kubedirectory``).
+- ``activity``: ``lastActivity`` and listed tools written to status, off the request path.
 - ``config``, ``command``: the config file and the ``corral gateway`` CLI.
 """

@@ -139,7 +139,11 @@ async def _discovery(
                 "check the API server address and the gateway's RBAC (get, list, watch)"
             )
         log.info("watching Corral resources in %s", discovery.namespace or "all")
-        yield directory, KubernetesInstances(api, directory)
+        instances = KubernetesInstances(api, directory)
+        try:
+            yield directory, instances
+        finally:
+            await instances.aclose()
     finally:
         await asyncio.to_thread(directory.stop)
         api.close()

@@ -3,12 +3,14 @@
 Rule: the router asks an ``InstanceManager`` for the shim URL before forwarding a request that
 starts a session or carries none. Static servers always run (``AlwaysRunning``). The Kubernetes
 implementation (creating a perUser ``MCPServerInstance``, scaling a server up from zero and
-waiting for Ready within ``startupTimeout``) plugs in here; ``InstanceStarting`` becomes
-503 with ``Retry-After``.
+waking a shared server scaled to zero, waiting for Ready within ``startupTimeout``) plugs in
+here; ``InstanceStarting`` becomes 503 with ``Retry-After``. After forwarding, the router tells
+the manager the instance was used (``record``, never blocking), which keeps it from idling.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from corral.gateway.authn import Principal
@@ -27,9 +29,16 @@ class InstanceStarting(Exception):  # noqa: N818
 
 
 class InstanceManager(Protocol):
-    """Returns the shim URL of a running instance of ``server`` for ``principal``."""
+    """Returns the shim URL of a running instance of ``server`` for ``principal``, and hears
+    of each use of it."""
 
     async def ensure_running(self, server: ServerEntry, principal: Principal) -> str: ...
+
+    def record(
+        self, server: ServerEntry, principal: Principal, tools: Sequence[str] | None = None
+    ) -> None:
+        """Note a call (and the tools a complete ``tools/list`` answered); must not block."""
+        ...
 
 
 class AlwaysRunning:
@@ -37,3 +46,8 @@ class AlwaysRunning:
 
     async def ensure_running(self, server: ServerEntry, principal: Principal) -> str:
         return server.shim_url
+
+    def record(
+        self, server: ServerEntry, principal: Principal, tools: Sequence[str] | None = None
+    ) -> None:
+        return None

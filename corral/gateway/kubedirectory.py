@@ -5,9 +5,13 @@ Rule: the request path reads only the in-memory snapshot; watching happens on ba
 threads with the official ``kubernetes`` client (list, then watch from the list's
 resourceVersion; on any error or expiry, list again after ``retry_delay``). Each update swaps
 in a new immutable snapshot, so readers on the event loop never see a half-built one. A server
-is routable once the operator has published its shim in ``status.endpoint``. The gateway's
-RBAC for this: get, list and watch on ``mcpservers``, ``mcpserverinstances`` and
-``accesspolicies``, and create on ``mcpserverinstances`` (``KubernetesInstances`` only).
+is routable once the operator has published its shim in ``status.endpoint``. A shared server
+the operator scaled to zero (``Ready=False`` reason ``ScaledToZero``) is woken by the annotation
+``corral.dev/wake-requested`` (a merge patch of its metadata; the spec is never edited) and the
+call waits for Ready. The gateway's RBAC for this: get, list and watch on ``mcpservers``,
+``mcpserverinstances`` and ``accesspolicies``; create on ``mcpserverinstances`` and patch on
+``mcpservers`` (``KubernetesInstances`` only); patch on ``mcpservers/status`` and
+``mcpserverinstances/status`` (activity, see ``corral.gateway.activity``).
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ import asyncio
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client, watch
@@ -27,6 +33,7 @@ from pydantic import ValidationError
 from corral.api.common import parse_duration
 from corral.api.policies import AccessPolicy
 from corral.api.policy import Caller, Decision, PolicyIndex
+from corral.gateway.activity import StatusWriter, Target
 from corral.gateway.authn import Principal
 from corral.gateway.directory import ServerEntry, StaticDirectory
 from corral.gateway.instances import InstanceStarting
@@ -40,6 +47,9 @@ INSTANCE_PREFIX_MAX = 37
 SERVER_LABEL = "corral.dev/server"
 READY_POLL_INTERVAL = 0.1
 CREATE_RETRY_AFTER = 5
+WAKE_ANNOTATION = f"{GROUP}/wake-requested"
+WAKE_REPEAT = 5.0
+"""One replica asks again to wake a server at most this often (seconds)."""
 Key = tuple[str, str]
 
 
@@ -67,6 +77,29 @@ def server_entry(manifest: Mapping[str, Any]) -> ServerEntry | None:
         labels=dict(metadata.get("labels") or {}),
         catalog_entry=catalog.get("name"),
         startup_timeout=startup or DEFAULT_STARTUP_TIMEOUT,
+    )
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """Whether a shared server can take calls, is asleep, or is starting (no replica yet)."""
+
+    ready: bool
+    asleep: bool
+    starting: bool
+
+
+def server_state(manifest: Mapping[str, Any]) -> ServerState:
+    status = manifest.get("status") or {}
+    ready_condition: Mapping[str, Any] = next(
+        (c for c in status.get("conditions") or () if c.get("type") == "Ready"), {}
+    )
+    replicas = status.get("readyReplicas") or 0
+    reason = ready_condition.get("reason")
+    return ServerState(
+        ready=ready_condition.get("status") == "True" or replicas >= 1,
+        asleep=reason == "ScaledToZero",
+        starting=reason == "Starting" and replicas == 0,
     )
 
 
@@ -212,6 +245,7 @@ class KubernetesDirectory:
     ) -> None:
         self._snapshot = StaticDirectory((), PolicyIndex.build(()))
         self._servers: dict[Key, ServerEntry] = {}
+        self._states: dict[Key, ServerState] = {}
         self._policies = PolicyIndex.build(())
         self._instances: dict[Key, InstanceEntry] = {}
         self._watchers = [
@@ -247,6 +281,7 @@ class KubernetesDirectory:
     def _servers_changed(self, objects: dict[Key, Mapping[str, Any]]) -> None:
         entries = (server_entry(manifest) for manifest in objects.values())
         self._servers = {(e.namespace, e.name): e for e in entries if e is not None}
+        self._states = {key: server_state(manifest) for key, manifest in objects.items()}
         self._snapshot = StaticDirectory(self._servers.values(), self._policies)
 
     def _policies_changed(self, objects: dict[Key, Mapping[str, Any]]) -> None:
@@ -261,6 +296,9 @@ class KubernetesDirectory:
 
     def _instances_changed(self, objects: dict[Key, Mapping[str, Any]]) -> None:
         self._instances = {key: instance_entry(manifest) for key, manifest in objects.items()}
+
+    def state(self, namespace: str, name: str) -> ServerState | None:
+        return self._states.get((namespace, name))
 
     def instance(self, namespace: str, name: str) -> InstanceEntry | None:
         return self._instances.get((namespace, name))
@@ -282,18 +320,45 @@ class KubernetesDirectory:
 
 
 class KubernetesInstances:
-    """An ``InstanceManager`` for Kubernetes: shared servers are their Service; a perUser server
-    gets one MCPServerInstance per user, created on the user's first call (the operator runs
-    it), and the call waits until the watch sees it Ready with an endpoint. The router bounds
-    the wait by the server's ``startupTimeout`` (then 503 with ``Retry-After``)."""
+    """An ``InstanceManager`` for Kubernetes: shared servers are their Service, woken first when
+    scaled to zero; a perUser server gets one MCPServerInstance per user, created on the user's
+    first call (the operator runs it). Either way the call waits until the watch sees it Ready.
+    The router bounds the wait by the server's ``startupTimeout`` (then 503 with
+    ``Retry-After``). Calls are recorded on the status of the MCPServer or MCPServerInstance
+    by a ``StatusWriter``; call ``aclose`` on shutdown."""
 
-    def __init__(self, api: client.ApiClient, directory: KubernetesDirectory) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        directory: KubernetesDirectory,
+        *,
+        activity_interval: float | None = None,
+    ) -> None:
         self._custom = client.CustomObjectsApi(api)
         self._directory = directory
+        self._woken: dict[Key, float] = {}
+        self.activity = (
+            StatusWriter(api)
+            if activity_interval is None
+            else StatusWriter(api, interval=activity_interval)
+        )
+
+    async def aclose(self) -> None:
+        await self.activity.aclose()
+
+    def record(
+        self, server: ServerEntry, principal: Principal, tools: Sequence[str] | None = None
+    ) -> None:
+        if server.tenancy == "shared":
+            target = Target("mcpservers", server.namespace, server.name)
+        else:
+            name = instance_name(server.name, principal.user)
+            target = Target("mcpserverinstances", server.namespace, name)
+        self.activity.note(target, tools)
 
     async def ensure_running(self, server: ServerEntry, principal: Principal) -> str:
         if server.tenancy == "shared":
-            return server.shim_url
+            return await self._shared(server)
         name = instance_name(server.name, principal.user)
         entry = self._directory.instance(server.namespace, name)
         if entry is None:
@@ -308,6 +373,42 @@ class KubernetesInstances:
             await asyncio.sleep(READY_POLL_INTERVAL)
             entry = self._directory.instance(server.namespace, name)
         return entry.endpoint
+
+    async def _shared(self, server: ServerEntry) -> str:
+        key = (server.namespace, server.name)
+        state = self._directory.state(*key)
+        if state is None or state.ready or not (state.asleep or state.starting):
+            return server.shim_url
+        while state is not None and not state.ready:
+            if state.asleep:
+                await self._wake(server)
+            await asyncio.sleep(READY_POLL_INTERVAL)
+            state = self._directory.state(*key)
+        current = self._directory.lookup(*key)
+        return server.shim_url if current is None else current.shim_url
+
+    async def _wake(self, server: ServerEntry) -> None:
+        key = (server.namespace, server.name)
+        now = time.monotonic()
+        if now - self._woken.get(key, -WAKE_REPEAT) < WAKE_REPEAT:
+            return
+        self._woken[key] = now
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        patch = {"metadata": {"annotations": {WAKE_ANNOTATION: stamp}}}
+        try:
+            await asyncio.to_thread(
+                self._custom.patch_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                server.namespace,
+                "mcpservers",
+                server.name,
+                patch,
+            )
+            log.info("asked to wake %s", server.route)
+        except (ApiException, OSError) as error:
+            log.warning("cannot wake %s: %s", server.route, error)
+            raise InstanceStarting(server, retry_after=CREATE_RETRY_AFTER) from None
 
     def _create(self, server: ServerEntry, name: str, principal: Principal) -> None:
         owner = {"username": principal.user}

@@ -7,6 +7,8 @@ and read time (408), session id (404 when unknown or another user's), instance r
 ``Retry-After``). Then one identity assertion is minted for this request and the request goes to
 the shim with an allowlist of headers (never the client's ``Authorization`` or cookies); the
 answer streams back chunk by chunk, with the upstream session id sealed into a gateway one.
+Each forwarded call is recorded with the instance manager (``record``, in memory); the answer
+to a ``tools/list`` is also copied, bounded, and its tool names recorded once it has been sent.
 
 A POST body (one JSON-RPC message) is read whole, bounded by ``max_body_bytes`` and
 ``body_timeout``, before it is forwarded; responses and SSE streams are never buffered.
@@ -28,6 +30,7 @@ from aiohttp import web
 
 from corral.api.policy import Caller
 from corral.common.assertion import ASSERTION_HEADER
+from corral.gateway.activity import MAX_CAPTURE_BYTES, tool_names, tools_list_id
 from corral.gateway.appkeys import AUTHENTICATOR, METRICS, SETTINGS
 from corral.gateway.authn import Principal
 from corral.gateway.bearer import bearer_token, challenge
@@ -317,10 +320,17 @@ async def _forward(
         )
         response.headers[REQUEST_ID_HEADER] = call.request_id
         call.status = upstream.status
+        router.instances.record(server, principal)
+        listing = tools_list_id(body) if upstream.status == 200 else None
+        captured: bytearray | None = None if listing is None else bytearray()
         await response.prepare(request)
         try:
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
+                if captured is not None:
+                    captured += chunk
+                    if len(captured) > MAX_CAPTURE_BYTES:
+                        captured = None
         except (aiohttp.ClientError, TimeoutError) as error:
             log.warning("stream from %s ended early: %r", server.route, error)
             return response
@@ -328,6 +338,10 @@ async def _forward(
             log.debug("client of %s went away mid-answer", server.route)
             return response
         await response.write_eof()
+        if captured is not None:
+            tools = tool_names(upstream.content_type, bytes(captured), listing)
+            if tools is not None:
+                router.instances.record(server, principal, tools)
         return response
 
 

@@ -256,6 +256,7 @@ async def test_a_per_user_server_gets_an_instance_on_first_use(
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "accesspolicies", item)
     directory = KubernetesDirectory(api, namespace=namespace, retry_delay=0.2, watch_timeout=30)
     directory.start()
+    instances = KubernetesInstances(api, directory)
     try:
         await eventually(
             lambda: (
@@ -263,9 +264,7 @@ async def test_a_per_user_server_gets_an_instance_on_first_use(
                 and directory.lookup(namespace, "slow") is not None
             )
         )
-        gateway = await gateway_factory(
-            shim, directory=directory, instances=KubernetesInstances(api, directory)
-        )
+        gateway = await gateway_factory(shim, directory=directory, instances=instances)
         token, _ = await api_key("alice", groups=("dev",))
         name = instance_name(SERVER, "alice")
         operator = asyncio.create_task(
@@ -292,6 +291,7 @@ async def test_a_per_user_server_gets_an_instance_on_first_use(
             assert int(reply.headers["Retry-After"]) >= 1
         assert directory.instance(namespace, instance_name("slow", "alice")) is not None
     finally:
+        await instances.aclose()
         await asyncio.to_thread(directory.stop)
 
 

@@ -94,11 +94,13 @@ def test_gateway_may_only_read_servers_create_instances_and_patch_their_status(
         for resource in rule["resources"]
         for verb in rule["verbs"]
     }
-    expected = {
-        ("corral.dev", r, v) for r in ("mcpservers", "accesspolicies") for v in CORRAL_READS
-    }
+    expected = {("corral.dev", "accesspolicies", v) for v in CORRAL_READS}
+    expected |= {("corral.dev", "mcpservers", v) for v in [*CORRAL_READS, "patch"]}
     expected |= {("corral.dev", "mcpserverinstances", v) for v in [*CORRAL_READS, "create"]}
-    expected |= {("corral.dev", "mcpserverinstances/status", "patch")}
+    expected |= {
+        ("corral.dev", status, "patch")
+        for status in ("mcpservers/status", "mcpserverinstances/status")
+    }
     assert granted == expected
     for name in ("corral-gateway", "corral-operator"):
         role = minimal.named("ClusterRole", name)

@@ -1,0 +1,175 @@
+"""Activity on the server's status: ``lastActivity`` and the tools a ``tools/list`` answered.
+
+Rule: the request path only notes what happened in memory (``StatusWriter.note``); a background
+task writes the notes as merge patches of the status subresource, at most one patch per object
+per ``interval`` on each replica, so a busy server costs the API server a few writes a minute.
+The operator reads ``lastActivity`` to decide idleness, so the interval must stay well below the
+shortest ``idleTimeout``. The pure functions here find a ``tools/list`` call and the tool names
+in its answer (JSON or an SSE stream), or None when the answer is not a complete first page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION = "corral.dev", "v1alpha1"
+DEFAULT_INTERVAL = 15.0
+MAX_TOOLS = 4096
+MAX_TOOL_NAME = 256
+MAX_CAPTURE_BYTES = 4 * 1024 * 1024
+"""A ``tools/list`` answer larger than this is forwarded but not read for names."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """The object whose status records the activity."""
+
+    plural: str
+    namespace: str
+    name: str
+
+
+def tools_list_id(body: bytes | None) -> Any | None:
+    """The JSON-RPC id of a ``tools/list`` request for the first page, else None."""
+    if not body or b"tools/list" not in body:
+        return None
+    try:
+        message = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(message, dict) or message.get("method") != "tools/list":
+        return None
+    params = message.get("params")
+    if isinstance(params, dict) and params.get("cursor") is not None:
+        return None
+    return message.get("id")
+
+
+def tool_names(content_type: str, payload: bytes, request_id: Any) -> list[str] | None:
+    """Tool names in the answer to ``request_id``; None unless it is a complete list."""
+    if content_type.startswith("text/event-stream"):
+        messages = _sse_messages(payload)
+    else:
+        messages = [_loads(payload)]
+    for message in messages:
+        if not isinstance(message, dict) or message.get("id") != request_id:
+            continue
+        result = message.get("result")
+        if not isinstance(result, dict) or result.get("nextCursor"):
+            return None
+        tools = result.get("tools")
+        if not isinstance(tools, list):
+            return None
+        return [t["name"] for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)]
+    return None
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _sse_messages(payload: bytes) -> list[Any]:
+    messages = []
+    for event in payload.replace(b"\r\n", b"\n").split(b"\n\n"):
+        data = [
+            line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")
+        ]
+        if data:
+            messages.append(_loads(b"\n".join(data)))
+    return messages
+
+
+def status_patch(last_activity: datetime, tools: Sequence[str] | None) -> dict[str, Any]:
+    """The merge patch for one object (tool names beyond the CRD's limits are left out)."""
+    status: dict[str, Any] = {"lastActivity": last_activity.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    if tools is not None:
+        status["tools"] = sorted(name for name in tools if len(name) <= MAX_TOOL_NAME)[:MAX_TOOLS]
+        status["toolCount"] = len(tools)
+    return {"status": status}
+
+
+@dataclass
+class _Note:
+    last_activity: datetime
+    tools: list[str] | None = field(default=None)
+
+
+class StatusWriter:
+    """Writes noted activity to status subresources from a background task.
+
+    ``note`` starts the task on first use; ``aclose`` writes what is pending and stops it.
+    """
+
+    def __init__(self, api: client.ApiClient, *, interval: float = DEFAULT_INTERVAL) -> None:
+        self._custom = client.CustomObjectsApi(api)
+        self._interval = interval
+        self._pending: dict[Target, _Note] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def note(self, target: Target, tools: Sequence[str] | None = None) -> None:
+        now = datetime.now(UTC)
+        pending = self._pending.get(target)
+        if pending is None:
+            self._pending[target] = _Note(now, None if tools is None else list(tools))
+        else:
+            pending.last_activity = now
+            if tools is not None:
+                pending.tools = list(tools)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write every pending note now (one patch per object)."""
+        pending, self._pending = self._pending, {}
+        for target, note in pending.items():
+            await asyncio.to_thread(self._patch, target, note)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.flush()
+
+    def _patch(self, target: Target, note: _Note) -> None:
+        try:
+            self._custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                target.namespace,
+                target.plural,
+                target.name,
+                status_patch(note.last_activity, note.tools),
+            )
+        except ApiException as error:
+            if error.status != 404:
+                log.warning(
+                    "cannot record activity on %s %s/%s: %s",
+                    target.plural,
+                    target.namespace,
+                    target.name,
+                    error.reason,
+                )
+        except OSError as error:
+            log.warning("cannot record activity on %s/%s: %s", target.namespace, target.name, error)
