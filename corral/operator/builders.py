@@ -25,7 +25,10 @@ from corral.operator.shimconfig import (
     SPOOL_DIR,
     TOKEN_EXCHANGE_DIR,
     TOKEN_EXCHANGE_KEYS,
+    UPSTREAM_HEADERS_DIR,
     Workload,
+    header_file,
+    secret_headers,
 )
 
 Object = dict[str, Any]
@@ -42,9 +45,11 @@ SHIM_CONFIG_KEY = "config.json"
 SHIM_CONFIG_DIR = "/etc/corral/shim"
 AUDIT_TOKEN_VOLUME = "audit-token"
 TOKEN_EXCHANGE_VOLUME = "token-exchange"
+UPSTREAM_HEADERS_VOLUME = "upstream-headers"
 SHIM_SECRET_MOUNTS = {
     AUDIT_TOKEN_VOLUME: str(AUDIT_TOKEN_DIR),
     TOKEN_EXCHANGE_VOLUME: str(TOKEN_EXCHANGE_DIR),
+    UPSTREAM_HEADERS_VOLUME: str(UPSTREAM_HEADERS_DIR),
 }
 RUN_AS = 65532
 PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
@@ -331,6 +336,19 @@ def _shim_secret_volumes(workload: Workload, settings: OperatorSettings) -> list
                 },
             }
         )
+    headers = secret_headers(workload.effective)
+    if headers:
+        sources = [
+            {
+                "secret": {
+                    "name": ref.name,
+                    "optional": ref.optional,
+                    "items": [{"key": ref.key, "path": header_file(i)}],
+                }
+            }
+            for i, _, ref in headers
+        ]
+        volumes.append({"name": UPSTREAM_HEADERS_VOLUME, "projected": {"sources": sources}})
     return volumes
 
 

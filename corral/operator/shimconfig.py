@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corral.api.common import KeyRef
 from corral.api.policies import AccessPolicy
 from corral.api.policy import validate_policy
 from corral.api.resolve import EffectiveServer
@@ -28,6 +29,7 @@ FILTER_SECRET_KEY = "hmacKey"
 SPOOL_DIR = Path("/var/spool/corral")
 TOKEN_EXCHANGE_DIR = Path("/var/run/corral/token-exchange")
 TOKEN_EXCHANGE_KEYS = ("clientId", "clientSecret")
+UPSTREAM_HEADERS_DIR = Path("/var/run/corral/upstream-headers")
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def render_shim_config(
 ) -> Rendered:
     """The shim configuration of `workload`, or None with the problems that prevent it."""
     problems = list(_port_problems(workload.effective))
-    headers = _literal_headers(workload.effective, problems)
+    headers = _literal_headers(workload.effective)
     filters = _filters(workload.spec, problems)
     if not settings.gateway.jwks:
         problems.append(
@@ -131,7 +133,14 @@ def render_shim_config(
         "listen": {"host": "0.0.0.0", "port": SHIM_PORT},
         "admin": {"host": "0.0.0.0", "port": ADMIN_PORT},
         "path": "/mcp",
-        "upstream": {"url": upstream_url(workload.effective), "headers": headers},
+        "upstream": {
+            "url": upstream_url(workload.effective),
+            "headers": headers,
+            "secretHeaders": {
+                name: {"file": str(UPSTREAM_HEADERS_DIR / header_file(index))}
+                for index, name, _ in secret_headers(workload.effective)
+            },
+        },
         "identity": {"issuer": settings.gateway.issuer, "jwks": list(settings.gateway.jwks)},
         "policies": [p.wire() for p in policies_for(policies, workload)],
         "tools": _tools(workload.effective),
@@ -157,18 +166,26 @@ def _port_problems(effective: EffectiveServer) -> Iterable[str]:
         )
 
 
-def _literal_headers(effective: EffectiveServer, problems: list[str]) -> dict[str, str]:
+def _literal_headers(effective: EffectiveServer) -> dict[str, str]:
     remote = effective.runtime.remote
-    headers: dict[str, str] = {}
-    for header in (remote.headers or ()) if remote is not None else ():
-        if header.value is None:
-            problems.append(
-                f"remote header {header.name!r} comes from a Secret, which the shim cannot read "
-                "yet: give a literal value or put the server behind a container runtime"
-            )
-            continue
-        headers[header.name] = header.value
-    return headers
+    headers = (remote.headers or ()) if remote is not None else ()
+    return {h.name: h.value for h in headers if h.value is not None}
+
+
+def secret_headers(effective: EffectiveServer) -> list[tuple[int, str, KeyRef]]:
+    """The remote headers taken from Secrets: (index, header name, Secret key)."""
+    remote = effective.runtime.remote
+    headers = (remote.headers or ()) if remote is not None else ()
+    return [
+        (index, h.name, h.secret_key_ref)
+        for index, h in enumerate(headers)
+        if h.secret_key_ref is not None
+    ]
+
+
+def header_file(index: int) -> str:
+    """File name of the secret header at `index` under UPSTREAM_HEADERS_DIR."""
+    return f"header-{index}"
 
 
 def _filters(spec: MCPServerSpec, problems: list[str]) -> list[dict[str, Any]]:

@@ -82,6 +82,7 @@ class Upstream(ConfigModel):
     timeout_seconds: float = Field(default=300.0, gt=0)
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
+    secret_headers: dict[str, SecretSource] = Field(default_factory=dict)
     max_connections: int = Field(default=100, ge=1)
 
 
@@ -205,6 +206,23 @@ class ShimConfig(ConfigModel):
         return audience_for(self.server.namespace, self.server.name)
 
 
+def with_secret_headers(config: ShimConfig) -> ShimConfig:
+    """The configuration with `upstream.secretHeaders` read into `upstream.headers`, when the
+    configuration is loaded (at start and on each change of the file); raises ValueError naming
+    a header whose file cannot be read."""
+    upstream = config.upstream
+    if not upstream.secret_headers:
+        return config
+    headers = dict(upstream.headers)
+    for name, source in upstream.secret_headers.items():
+        try:
+            headers[name] = source.read()
+        except OSError as exc:
+            raise ValueError(f"cannot read upstream header {name!r}: {exc}") from None
+    resolved = upstream.model_copy(update={"headers": headers, "secret_headers": {}})
+    return config.model_copy(update={"upstream": resolved})
+
+
 class ConfigError(Exception):
     """The configuration file is missing or invalid; the message says where."""
 
@@ -236,6 +254,9 @@ def dump_config(config: ShimConfig) -> bytes:
     for index, filter_config in enumerate(config.filters):
         if filter_config.secret.value is not None:
             data["filters"][index]["secret"]["value"] = filter_config.secret.read()
+    for name, source in config.upstream.secret_headers.items():
+        if source.value is not None:
+            data["upstream"]["secretHeaders"][name]["value"] = source.read()
     token = config.audit.sink.token
     if token is not None and token.value is not None:
         data["audit"]["sink"]["token"]["value"] = token.read()

@@ -17,7 +17,7 @@ from corral.common.assertion import AssertionVerifier
 from corral.common.egress import RefusedAddressError, check_url
 from corral.shim.audit import parse_path
 from corral.shim.authorize import Authorizer, PolicyAuthorizer
-from corral.shim.config import ShimConfig
+from corral.shim.config import ShimConfig, with_secret_headers
 from corral.shim.filters import FilterChain
 from corral.shim.metrics import ShimMetrics
 from corral.shim.sessions import SessionOwners
@@ -56,6 +56,7 @@ def build_runtime(config: ShimConfig, metrics: ShimMetrics) -> Runtime:
         check_egress(config)
     except RefusedAddressError as exc:
         raise ValueError(str(exc)) from None
+    config = with_secret_headers(config)
     server = config.server
     return Runtime(
         config=config,

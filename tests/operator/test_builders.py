@@ -429,3 +429,33 @@ def test_config_hash_follows_token_exchange(change: dict[str, Any]) -> None:
 
     assert digest(EXCHANGE) != digest(None)
     assert digest({**EXCHANGE, **change}) != digest(EXCHANGE)
+
+
+def test_remote_headers_from_secrets_are_mounted_into_the_shim_as_files() -> None:
+    remote = {
+        "url": "https://mcp.example.com/mcp",
+        "headers": [
+            {"name": "X-Team", "value": "blue"},
+            {"name": "X-Api-Key", "secretKeyRef": {"name": "remote-creds", "key": "apiKey"}},
+        ],
+    }
+    built = build({"runtime": {"remote": remote}})
+    pod = built.of_kind("Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    shim_mounts = {m["name"]: m["mountPath"] for m in containers(built)["shim"]["volumeMounts"]}
+
+    assert volumes["upstream-headers"]["projected"]["sources"] == [
+        {
+            "secret": {
+                "name": "remote-creds",
+                "optional": False,
+                "items": [{"key": "apiKey", "path": "header-1"}],
+            }
+        }
+    ]
+    assert shim_mounts["upstream-headers"] == "/var/run/corral/upstream-headers"
+    upstream = shim_config(built).upstream
+    assert upstream.headers == {"X-Team": "blue"}
+    assert str(upstream.secret_headers["X-Api-Key"].file) == (
+        "/var/run/corral/upstream-headers/header-1"
+    )
