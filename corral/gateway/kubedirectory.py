@@ -310,7 +310,12 @@ class KubernetesDirectory:
         return self._snapshot.may_access(caller, server)
 
     def owns_instance(self, server: ServerEntry, instance: str) -> bool:
+        """A shared server scaled to zero (or starting with no replica) has no instance: its
+        sessions ended with its pods, so the client is told to initialize again (404)."""
         if server.tenancy == "shared":
+            state = self._states.get((server.namespace, server.name))
+            if state is not None and (state.asleep or state.starting):
+                return False
             return self._snapshot.owns_instance(server, instance)
         return any(
             entry.endpoint == instance

@@ -155,9 +155,83 @@ async def test_a_server_that_stays_asleep_answers_503_with_retry_after(
         assert "did not become ready in 1s" in message
         annotations = (h.get(SERVERS, SLEEPY) or {})["metadata"]["annotations"]
         assert WAKE_ANNOTATION in annotations
+
     finally:
         await instances.aclose()
         await asyncio.to_thread(directory.stop)
+
+
+async def test_a_session_on_a_server_scaled_to_zero_is_unknown(
+    operator_harness: OperatorHarness,
+    shim_factory: ShimFactory,
+    everything_http: str,
+    gateway_factory: GatewayFactory,
+    api_key: ApiKeyMaker,
+) -> None:
+    h = operator_harness
+    h.create(SERVERS, server(SLEEPY, idleTimeout=3, startupTimeout="1s"))
+    h.create("accesspolicies", allow_dev(h.namespace, SLEEPY))
+    shim = shim_factory(
+        everything_http,
+        server={"namespace": h.namespace, "name": SLEEPY},
+        policies=[allow_dev(h.namespace, SLEEPY)],
+    )
+    running = {
+        "endpoint": shim.url,
+        "readyReplicas": 1,
+        "conditions": [ready_condition("True", "AllReplicasReady")],
+    }
+    h.patch_status(SERVERS, SLEEPY, running)
+    directory = await watching(h)
+    instances = KubernetesInstances(h.api, directory, activity_interval=0.2)
+    try:
+        await eventually(lambda: getattr(directory.state(h.namespace, SLEEPY), "ready", False))
+        gateway = await gateway_factory(shim, directory=directory, instances=instances)
+        token, _ = await api_key("alice", groups=("dev",))
+        url = gateway.mcp_url(h.namespace, SLEEPY)
+        session_id = await initialize(url, token)
+        assert await ping_in_session(url, token, session_id) == 200
+
+        asleep = [ready_condition("False", "ScaledToZero")]
+        h.patch_status(SERVERS, SLEEPY, {"readyReplicas": 0, "conditions": asleep})
+        await eventually(lambda: getattr(directory.state(h.namespace, SLEEPY), "asleep", False))
+
+        assert await ping_in_session(url, token, session_id) == 404
+    finally:
+        await instances.aclose()
+        await asyncio.to_thread(directory.stop)
+
+
+MCP_HEADERS = {
+    "Accept": "application/json, text/event-stream",
+    "MCP-Protocol-Version": "2025-06-18",
+}
+
+
+async def initialize(url: str, token: str) -> str:
+    message = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "wake-test", "version": "1"},
+        },
+    }
+    headers = {**MCP_HEADERS, "Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as http, http.post(url, json=message, headers=headers) as r:
+        assert r.status == 200, await r.text()
+        await r.read()
+        return r.headers["Mcp-Session-Id"]
+
+
+async def ping_in_session(url: str, token: str, session_id: str) -> int:
+    message = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    headers = {**MCP_HEADERS, "Authorization": f"Bearer {token}", "Mcp-Session-Id": session_id}
+    async with aiohttp.ClientSession() as http, http.post(url, json=message, headers=headers) as r:
+        await r.read()
+        return r.status
 
 
 async def test_calls_record_last_activity_and_tools_on_the_status(
