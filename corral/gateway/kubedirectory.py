@@ -384,11 +384,13 @@ class KubernetesInstances:
         state = self._directory.state(*key)
         if state is None or state.ready or not (state.asleep or state.starting):
             return server.shim_url
+        started = time.monotonic()
         while state is not None and not state.ready:
             if state.asleep:
                 await self._wake(server)
             await asyncio.sleep(READY_POLL_INTERVAL)
             state = self._directory.state(*key)
+        log.info("%s ready after %.1fs", server.route, time.monotonic() - started)
         current = self._directory.lookup(*key)
         return server.shim_url if current is None else current.shim_url
 
