@@ -329,8 +329,9 @@ class KubernetesInstances:
     scaled to zero; a perUser server gets one MCPServerInstance per user, created on the user's
     first call (the operator runs it). Either way the call waits until the watch sees it Ready.
     The router bounds the wait by the server's ``startupTimeout`` (then 503 with
-    ``Retry-After``). Calls are recorded on the status of the MCPServer or MCPServerInstance
-    by a ``StatusWriter``; call ``aclose`` on shutdown."""
+    ``Retry-After``). Calls are recorded by a ``StatusWriter`` as ``lastActivity`` of the
+    MCPServer (shared) or the caller's MCPServerInstance (perUser); listed tools always go to
+    the MCPServer (instances have no tools field). Call ``aclose`` on shutdown."""
 
     def __init__(
         self,
@@ -354,12 +355,14 @@ class KubernetesInstances:
     def record(
         self, server: ServerEntry, principal: Principal, tools: Sequence[str] | None = None
     ) -> None:
+        parent = Target("mcpservers", server.namespace, server.name)
         if server.tenancy == "shared":
-            target = Target("mcpservers", server.namespace, server.name)
-        else:
-            name = instance_name(server.name, principal.user)
-            target = Target("mcpserverinstances", server.namespace, name)
-        self.activity.note(target, tools)
+            self.activity.note(parent, tools)
+            return
+        name = instance_name(server.name, principal.user)
+        self.activity.note(Target("mcpserverinstances", server.namespace, name))
+        if tools is not None:
+            self.activity.note(parent, tools)
 
     async def ensure_running(self, server: ServerEntry, principal: Principal) -> str:
         if server.tenancy == "shared":

@@ -301,6 +301,7 @@ async def test_calls_record_last_activity_and_tools_on_the_status(
         )
         async with mcp_session(gateway.mcp_url(h.namespace, "notes"), headers=headers) as session:
             await session.call_tool("echo", {"message": "mine"})
+            await session.list_tools()
         await operator
 
         def instance_status() -> dict[str, Any]:
@@ -312,6 +313,9 @@ async def test_calls_record_last_activity_and_tools_on_the_status(
         await eventually(lambda: "lastActivity" in instance_status())
         assert instance_status()["endpoint"] == notes_shim.url
         assert "tools" not in instance_status()
+        await eventually(lambda: "tools" in ((h.get(SERVERS, "notes") or {}).get("status") or {}))
+        notes = (h.get(SERVERS, "notes") or {})["status"]
+        assert (notes["tools"], notes["toolCount"]) == (names, len(names))
     finally:
         await instances.aclose()
         await asyncio.to_thread(directory.stop)
