@@ -1,8 +1,10 @@
 """Audit events: one per MCP message, with payloads per the configured mode and redaction.
 
 Rule: pure construction. `AuditEvent.to_dict` is the wire format the gateway's ingest stores
-(documented in docs/shim.md); payloads are `none` (left out), `metadata` (argument names and
-result size only) or `full` (values, with the configured JSON paths replaced by "[REDACTED]").
+(documented in docs/shim.md): `requestId` is the HTTP request's id (the gateway's
+`X-Request-Id`, so gateway logs and audit events correlate), `rpcId` the JSON-RPC message id;
+payloads are `none` (left out), `metadata` (argument names and result size only) or `full`
+(values, with the configured JSON paths replaced by "[REDACTED]").
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ import orjson
 
 PayloadMode = Literal["none", "metadata", "full"]
 REDACTED = "[REDACTED]"
+MAX_REQUEST_ID = 128
+
+
+def http_request_id(presented: str | None) -> str:
+    """The caller's ``X-Request-Id`` when it is 1-128 visible ASCII characters, else a new id."""
+    if presented and len(presented) <= MAX_REQUEST_ID and all("!" <= c <= "~" for c in presented):
+        return presented
+    return uuid.uuid4().hex
 
 
 def parse_path(path: str) -> tuple[str, ...]:
@@ -74,7 +84,8 @@ class AuditEvent:
     server: str
     direction: Literal["client", "server"] = "client"
     method: str | None = None
-    request_id: str | int | None = None
+    request_id: str | None = None
+    rpc_id: str | int | None = None
     session_id: str | None = None
     user: str | None = None
     email: str | None = None
@@ -111,6 +122,7 @@ class AuditEvent:
             "direction": self.direction,
             "method": self.method,
             "requestId": self.request_id,
+            "rpcId": self.rpc_id,
             "sessionId": self.session_id,
             "user": self.user,
             "email": self.email,

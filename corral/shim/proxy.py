@@ -30,13 +30,14 @@ from corral.mcp.targets import (
     target_of,
     valid_name,
 )
-from corral.shim.audit import AuditEvent, payload
+from corral.shim.audit import AuditEvent, http_request_id, payload
 from corral.shim.runtime import Runtime, ShimState
 from corral.shim.tokens import TokenExchangeError
 
 log = logging.getLogger(__name__)
 
 CLIENT_INFO_META_KEY = "io.modelcontextprotocol/clientInfo"
+REQUEST_ID_HEADER = "X-Request-Id"
 
 STATE = web.AppKey("state", ShimState)
 
@@ -117,7 +118,11 @@ def _start(request: web.Request) -> Exchange:
     state = request.app[STATE]
     runtime = state.runtime
     server = runtime.config.server
-    event = AuditEvent(namespace=server.namespace, server=server.name)
+    event = AuditEvent(
+        namespace=server.namespace,
+        server=server.name,
+        request_id=http_request_id(request.headers.get(REQUEST_ID_HEADER)),
+    )
     _check_origin(request, runtime)
     try:
         identity = runtime.verifier.verify(request.headers.get(ASSERTION_HEADER))
@@ -205,7 +210,7 @@ async def _admit(request: web.Request, exchange: Exchange) -> bytes:
     exchange.request = message
     event = exchange.event
     event.method = message.method
-    event.request_id = message.id
+    event.rpc_id = message.id
     if event.client_name is None:
         event.client_name, event.client_version = _client_info(message)
     if message.method is None:
@@ -527,7 +532,8 @@ def _record_server_message(exchange: Exchange, message: Message) -> None:
         server=base.server,
         direction="server",
         method=message.method,
-        request_id=message.id,
+        request_id=base.request_id,
+        rpc_id=message.id,
         session_id=exchange.session_id,
         user=base.user,
         groups=base.groups,

@@ -50,6 +50,7 @@ COLUMNS = (
     "error",
     "http_status",
     "latency_ms",
+    "rpc_id",
 )
 """Stored columns in COPY order."""
 
@@ -139,12 +140,12 @@ def _json(event: Mapping[str, Any], name: str, kind: type | None = None) -> str 
         raise InvalidInputError(f"field {name!r} is not JSON-encodable: {error}") from None
 
 
-def _request_id(event: Mapping[str, Any]) -> str | None:
-    value = event.get("requestId")
+def _id_field(event: Mapping[str, Any], name: str) -> str | None:
+    value = event.get(name)
     if value is None:
         return None
     if type(value) not in (str, int):
-        raise InvalidInputError("field 'requestId' must be a string or an integer")
+        raise InvalidInputError(f"field {name!r} must be a string or an integer")
     return orjson.dumps(value).decode()
 
 
@@ -204,7 +205,7 @@ def to_record(event: Mapping[str, Any]) -> Record:
         get("server") or "",
         get("direction"),
         get("method"),
-        _request_id(event),
+        _id_field(event, "requestId"),
         get("sessionId"),
         get("user"),
         get("email"),
@@ -223,6 +224,7 @@ def to_record(event: Mapping[str, Any]) -> Record:
         _json(event, "error"),
         _number(event, "httpStatus", int),
         _number(event, "latencyMs", float),
+        _id_field(event, "rpcId"),
     )
 
 

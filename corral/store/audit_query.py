@@ -38,6 +38,7 @@ EXPORT_FIELDS = (
     "direction",
     "method",
     "requestId",
+    "rpcId",
     "sessionId",
     "user",
     "email",
@@ -73,6 +74,7 @@ _TEXT_COLUMNS = {
 }
 _JSON_COLUMNS = {
     "requestId": "request_id",
+    "rpcId": "rpc_id",
     "arguments": "arguments",
     "result": "result",
     "decision": "decision",

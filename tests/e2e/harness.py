@@ -241,7 +241,7 @@ class Stage:
         config["servers"] = servers
         config["users"] = [u.entry() for u in users]
         config["shimTokens"] = [
-            {"token": {"value": self.audit_token}, "server": f"{self.namespace}/everything"}
+            {"token": {"value": self.audit_token}, "server": f"{self.namespace}/*"}
         ]
         return config
 

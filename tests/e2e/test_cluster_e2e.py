@@ -205,6 +205,31 @@ async def test_access_policy_denies_and_the_audit_api_shows_it(running: Running)
     assert event["user"] == ALICE.name, event
 
 
+def _audit_events(running: Running, user: User, **filters: str) -> list[dict[str, Any]]:
+    query = urllib.parse.urlencode(filters)
+    request = urllib.request.Request(
+        f"{running.stage.gateway_url}/api/audit?{query}", headers=user.headers
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        found: list[dict[str, Any]] = orjson.loads(response.read())["events"]
+    return found
+
+
+async def test_both_shims_audit_with_the_namespaces_one_token(running: Running) -> None:
+    async with mcp_session(running.mcp_url("everything"), headers=ALICE.headers) as session:
+        assert not (await session.call_tool("echo", {"message": "audited"})).is_error
+    async with mcp_session(running.mcp_url("time"), headers=ALICE.headers) as session:
+        assert not (await session.call_tool("get_current_time", {"timezone": "UTC"})).is_error
+    for server, tool in (("everything", "echo"), ("time", "get_current_time")):
+        found = wait_for(
+            f"{server}'s audit event for {tool}",
+            lambda s=server, t=tool: _audit_events(running, ALICE, server=s, target=t),
+            WAIT,
+        )
+        assert found[0]["namespace"] == running.stage.namespace
+        assert found[0]["user"] == ALICE.name
+
+
 def test_a_per_user_instance_runs_when_the_gateway_account_creates_it(running: Running) -> None:
     stage = running.stage
     name = f"memory-alice-{uuid.uuid4().hex[:6]}"

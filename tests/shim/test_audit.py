@@ -65,7 +65,12 @@ class Ingest:
                 await self.changed.wait()
 
 
-async def call(http: aiohttp.ClientSession, shim: ShimHandle, request_id: int) -> None:
+async def call(
+    http: aiohttp.ClientSession,
+    shim: ShimHandle,
+    request_id: int,
+    extra_headers: dict[str, str] | None = None,
+) -> None:
     body = {
         "jsonrpc": "2.0",
         "id": request_id,
@@ -73,6 +78,7 @@ async def call(http: aiohttp.ClientSession, shim: ShimHandle, request_id: int) -
         "params": {"name": "echo", "arguments": {"message": "m", "password": "hunter2"}},
     }
     headers = {ASSERTION_HEADER: shim.assertion(), "Accept": "application/json"}
+    headers.update(extra_headers or {})
     async with http.post(shim.url, json=body, headers=headers) as response:
         assert response.status == 200
 
@@ -110,7 +116,7 @@ async def test_events_carry_who_what_and_redacted_payloads(
     await ingest.start()
     shim = shim_factory(recording_upstream.url, audit=audit_config(ingest, tmp_path))
     async with aiohttp.ClientSession() as http:
-        await call(http, shim, 7)
+        await call(http, shim, 7, {"X-Request-Id": "gw-req-7"})
     await ingest.wait_for(lambda: len(ingest.calls) >= 1)
     await ingest.stop()
     (event,) = ingest.calls
@@ -119,13 +125,36 @@ async def test_events_carry_who_what_and_redacted_payloads(
     assert event["groups"] == ["dev"]
     assert event["clientId"] == "tests"
     assert (event["namespace"], event["server"]) == ("team", "everything")
-    assert (event["method"], event["tool"], event["requestId"]) == ("tools/call", "echo", 7)
+    assert (event["method"], event["tool"], event["rpcId"]) == ("tools/call", "echo", 7)
+    assert event["requestId"] == "gw-req-7"
     assert event["arguments"] == {"message": "m", "password": "[REDACTED]"}
     assert event["result"]["content"][0]["text"] == "ok"
     assert event["decision"]["allowed"] is True
     assert event["decision"]["policy"] == "team/everyone"
     assert event["status"] == "ok"
     assert event["latencyMs"] >= 0
+
+
+async def test_a_malformed_or_missing_request_id_is_replaced_by_a_fresh_one(
+    shim_factory: ShimFactory, recording_upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    ingest = Ingest(free_port())
+    await ingest.start()
+    shim = shim_factory(recording_upstream.url, audit=audit_config(ingest, tmp_path, "none"))
+    presented = {1: "has space", 2: "x" * 129, 3: None, 4: "ok:" + "~" * 125}
+    async with aiohttp.ClientSession() as http:
+        for rpc_id, request_id in presented.items():
+            headers = {} if request_id is None else {"X-Request-Id": request_id}
+            await call(http, shim, rpc_id, headers)
+    await ingest.wait_for(lambda: len(ingest.calls) >= 4)
+    await ingest.stop()
+    recorded = {event["rpcId"]: event["requestId"] for event in ingest.calls}
+    assert recorded[4] == presented[4], "128 visible ASCII characters are kept"
+    for rpc_id in (1, 2, 3):
+        assert recorded[rpc_id] != presented[rpc_id]
+        assert len(recorded[rpc_id]) == 32
+        assert recorded[rpc_id].isalnum()
+    assert len({recorded[1], recorded[2], recorded[3]}) == 3
 
 
 async def test_an_ingest_outage_loses_no_event_and_duplicates_none(
@@ -149,7 +178,7 @@ async def test_an_ingest_outage_loses_no_event_and_duplicates_none(
     await ingest.stop()
     ids = [event["id"] for event in ingest.events]
     assert len(ids) == len(set(ids))
-    assert sorted(event["requestId"] for event in ingest.calls) == list(range(1, 51))
+    assert sorted(event["rpcId"] for event in ingest.calls) == list(range(1, 51))
     assert spooled > 0
     assert ingest.calls[-1]["arguments"]["keys"] == ["message", "password"]
     assert not any(tmp_path.iterdir())  # noqa: ASYNC240
@@ -158,7 +187,7 @@ async def test_an_ingest_outage_loses_no_event_and_duplicates_none(
 def refuse_big_batches_and_request_13(events: list[dict[str, Any]]) -> int | None:
     if len(events) > 2:
         return 413
-    if any(event.get("requestId") == 13 for event in events):
+    if any(event.get("rpcId") == 13 for event in events):
         return 400
     return None
 
@@ -175,9 +204,7 @@ async def test_refused_batches_are_split_and_only_bad_events_dropped(
         await ingest.wait_for(lambda: len(ingest.calls) >= 19)
         dropped = await poll_metric(http, shim, "corral_shim_audit_events_dropped_total")
     await ingest.stop()
-    assert sorted(event["requestId"] for event in ingest.calls) == [
-        n for n in range(1, 21) if n != 13
-    ]
+    assert sorted(event["rpcId"] for event in ingest.calls) == [n for n in range(1, 21) if n != 13]
     assert dropped == 1
 
 

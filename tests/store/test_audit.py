@@ -31,7 +31,8 @@ def make_event(n: int, **overrides: Any) -> dict[str, Any]:
         "server": ("time", "git")[n % 3 == 0],
         "direction": "client",
         "method": "tools/call" if n % 4 else "tools/list",
-        "requestId": n if n % 2 else f"req-{n}",
+        "requestId": f"req-{n}",
+        "rpcId": n if n % 2 else f"rpc-{n}",
         "sessionId": "s-1",
         "user": ("ada", "bob")[n % 2],
         "email": f"{('ada', 'bob')[n % 2]}@example.com",
@@ -121,6 +122,8 @@ async def test_a_bad_event_rejects_the_whole_batch(
         await writer.ingest([make_event(0, id="nope")])
     with pytest.raises(InvalidInputError, match="'requestId'"):
         await writer.ingest([make_event(0, requestId=[1])])
+    with pytest.raises(InvalidInputError, match="'rpcId'"):
+        await writer.ingest([make_event(0, rpcId={"id": 1})])
     with pytest.raises(InvalidInputError, match="'user'"):
         await writer.ingest([make_event(0, user=7)])
     async with store_pool.acquire() as connection:
