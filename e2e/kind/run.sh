@@ -50,7 +50,9 @@ kubectl -n "$SYSTEM" create secret generic corral-database \
 kubectl -n "$SYSTEM" create secret generic corral-signing-key --from-file=signing-key.pem="$WORK/signing-key.pem" --dry-run=client -o yaml | kubectl apply -f -
 kubectl -n "$SYSTEM" create secret generic corral-session-key --from-file=session-key="$WORK/session-key" --dry-run=client -o yaml | kubectl apply -f -
 kubectl -n "$SYSTEM" create secret generic corral-kms-key --from-file=key="$WORK/kms-key" --dry-run=client -o yaml | kubectl apply -f -
-kubectl -n "$SERVERS" create secret generic corral-audit --from-literal=token="$AUDIT_TOKEN" --dry-run=client -o yaml | kubectl apply -f -
+for namespace in "$SERVERS" "$SYSTEM"; do
+  kubectl -n "$namespace" create secret generic corral-audit --from-literal=token="$AUDIT_TOKEN" --dry-run=client -o yaml | kubectl apply -f -
+done
 
 cat > "$WORK/jwks-config.yaml" <<YAML
 publicBaseUrl: http://127.0.0.1:8000
@@ -71,6 +73,7 @@ operator:
   watchNamespaces: [$SERVERS]
   audit:
     tokenSecret: corral-audit
+    namespaceTokens: [{namespace: $SERVERS, secret: {name: corral-audit}}]
 gateway:
   publicBaseUrl: http://127.0.0.1:8000
   autoscaling: {enabled: false}
@@ -78,8 +81,6 @@ gateway:
   config:
     users:
       - {token: "$USER_TOKEN", user: alice@example.com, groups: [engineering]}
-    shimTokens:
-      - {token: {value: "$AUDIT_TOKEN"}, server: "$SERVERS/*"}
 YAML
 printf 'identity:\n  jwks: %s\n' "$(printf '%s' "$JWKS" | python3 -c 'import json,sys; print(json.dumps(json.dumps(json.load(sys.stdin))))')" >> "$WORK/values.yaml"
 

@@ -123,6 +123,9 @@ class Stage:
                     "namespace.create": "true",
                     "operator.watchNamespaces": f'["{self.namespace}"]',
                     "serverNamespaces": f'["{self.namespace}"]',
+                    "operator.audit.namespaceTokens": orjson.dumps(
+                        [{"namespace": self.namespace, "secret": {"name": "corral-audit"}}]
+                    ).decode(),
                 },
             ),
         )
@@ -230,6 +233,7 @@ class Stage:
                 "database": {"dsn": dsn},
                 "signing": {"signing-key.pem": self.signing_pem},
                 "sessions": {"session-key": session_key},
+                "shim-token-0": {"token": self.audit_token},
             },
         )
         config_map = self.rendered.named("ConfigMap", f"{self.release}-corral-gateway")
@@ -240,9 +244,6 @@ class Stage:
         config["discovery"] = {"kind": "static"}
         config["servers"] = servers
         config["users"] = [u.entry() for u in users]
-        config["shimTokens"] = [
-            {"token": {"value": self.audit_token}, "server": f"{self.namespace}/*"}
-        ]
         return config
 
     def discovering_gateway_config(self, dsn: str, users: list[User]) -> dict[str, Any]:

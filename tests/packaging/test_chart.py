@@ -183,7 +183,10 @@ def test_gateway_config_is_accepted_by_the_gateway(full: Rendered) -> None:
             "containers"
         ][0]["volumeMounts"]
     }
-    for secret in (config.database.dsn, *config.identity.signing_keys, *config.sessions.keys):
+    assert [t.server for t in config.shim_tokens] == ["mcp-servers/*"]
+    shim_tokens = [t.token for t in config.shim_tokens]
+    secrets = (config.database.dsn, *config.identity.signing_keys, *config.sessions.keys)
+    for secret in (*secrets, *shim_tokens):
         assert secret.file is not None
         assert str(secret.file.parent) in mounts
 
@@ -228,12 +231,12 @@ def test_shims_post_audit_to_the_gateways_ingest_route(helm: Path, minimal: Rend
         return args
 
     assert not [a for a in operator_args(minimal) if a.startswith("--audit-")]
-    scoped = '[{"token": {"file": "/etc/corral/shims/team-a"}, "server": "team-a/*"}]'
+    tokens = '[{"namespace": "team-a", "secret": {"name": "audit-team-a", "key": "t"}}]'
     rendered = render(
         helm,
         values=value_args(
             sets={**MINIMAL, "operator.audit.tokenSecret": "corral-audit"},
-            json_sets={"gateway.config.shimTokens": scoped},
+            json_sets={"operator.audit.namespaceTokens": tokens},
         ),
     )
     args = operator_args(rendered)
@@ -243,6 +246,17 @@ def test_shims_post_audit_to_the_gateways_ingest_route(helm: Path, minimal: Rend
     config_map = rendered.named("ConfigMap", "corral-gateway")
     config = GatewayConfig.model_validate(yaml.safe_load(config_map["data"]["config.yaml"]))
     assert [t.server for t in config.shim_tokens] == ["team-a/*"]
+    token_file = config.shim_tokens[0].token.file
+    assert token_file is not None
+    pod = rendered.named("Deployment", "corral-gateway")["spec"]["template"]["spec"]
+    mount = next(
+        m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == str(token_file.parent)
+    )
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"] == {
+        "secretName": "audit-team-a",
+        "items": [{"key": "t", "path": token_file.name}],
+    }
     explicit = render(
         helm,
         values=value_args(sets={**MINIMAL, "operator.audit.url": "https://audit.example/x"}),
