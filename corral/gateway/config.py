@@ -13,13 +13,13 @@ from __future__ import annotations
 import base64
 import binascii
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 
 from corral.api.policies import AccessPolicy
+from corral.common.configfiles import ConfigModel, SecretSource
 from corral.gateway.authn import static_entry
 from corral.gateway.directory import ServerEntry
 from corral.gateway.sessions import KEY_BYTES
@@ -29,32 +29,12 @@ from corral.gateway.signing import load_signing_key
 from corral.store.pools import PoolSettings
 
 
-class ConfigModel(BaseModel):
-    """Base of the config models: camelCase keys, no unknown keys, immutable."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
-
-
-class Secret(ConfigModel):
+class Secret(SecretSource):
     """A secret given inline (``value``, for local use) or read from a file (``file``)."""
 
-    value: SecretStr | None = None
-    file: Path | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> Self:
-        if (self.value is None) == (self.file is None):
-            raise ValueError("give exactly one of `value` or `file`")
-        return self
-
     def read(self) -> str:
-        if self.value is not None:
-            return self.value.get_secret_value()
-        assert self.file is not None
         try:
-            return self.file.read_text().rstrip("\n")
+            return super().read()
         except OSError as error:
             raise ConfigError(f"cannot read secret file {self.file}: {error}") from None
 

@@ -15,48 +15,17 @@ from urllib.parse import urlsplit
 import orjson
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     IPvAnyNetwork,
-    SecretStr,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 
 from corral.api.policies import AccessPolicy
 from corral.common.assertion import audience_for
+from corral.common.configfiles import ConfigModel, SecretSource
 from corral.mcp.jsonrpc import DEFAULT_MAX_BYTES
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
-
-
-class ConfigModel(BaseModel):
-    """Base of the config models: camelCase keys, no unknown keys, immutable."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
-
-
-class SecretSource(ConfigModel):
-    """A secret given inline (`value`, for local use) or read from a file (`file`)."""
-
-    value: SecretStr | None = None
-    file: Path | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> Self:
-        if (self.value is None) == (self.file is None):
-            raise ValueError("give exactly one of `value` or `file`")
-        return self
-
-    def read(self) -> str:
-        """The secret's value (from the file, stripped of a trailing newline)."""
-        if self.value is not None:
-            return self.value.get_secret_value()
-        assert self.file is not None
-        return self.file.read_text().rstrip("\n")
 
 
 class ServerIdentity(ConfigModel):
