@@ -314,14 +314,14 @@ async def _forward(
         ) from None
     async with upstream:
         request.app[METRICS].mcp_seconds.observe(time.monotonic() - call.started)
-        response = web.StreamResponse(
-            status=upstream.status,
-            headers=_returned_headers(request, router, upstream, server, principal, instance),
-        )
-        response.headers[REQUEST_ID_HEADER] = call.request_id
+        returned = _returned_headers(request, router, upstream, server, principal, instance)
+        returned[REQUEST_ID_HEADER] = call.request_id
         call.status = upstream.status
         router.instances.record(server, principal)
         listing = tools_list_id(body) if upstream.status == 200 else None
+        if _is_small_json(upstream):
+            return await _relay_whole(upstream, returned, router, server, principal, listing)
+        response = web.StreamResponse(status=upstream.status, headers=returned)
         captured: bytearray | None = None if listing is None else bytearray()
         await response.prepare(request)
         try:
@@ -343,6 +343,38 @@ async def _forward(
             if tools is not None:
                 router.instances.record(server, principal, tools)
         return response
+
+
+def _is_small_json(upstream: aiohttp.ClientResponse) -> bool:
+    """A complete JSON answer of known, bounded length: relayed in one piece, not streamed."""
+    length = upstream.content_length
+    return (
+        upstream.content_type == "application/json"
+        and length is not None
+        and length <= MAX_CAPTURE_BYTES
+    )
+
+
+async def _relay_whole(
+    upstream: aiohttp.ClientResponse,
+    headers: dict[str, str],
+    router: Router,
+    server: ServerEntry,
+    principal: Principal,
+    listing: Any | None,
+) -> web.Response:
+    try:
+        payload = await upstream.read()
+    except (aiohttp.ClientError, TimeoutError) as error:
+        log.warning("answer from %s ended early: %r", server.route, error)
+        raise Refused(
+            502, jsonrpc.UPSTREAM_UNAVAILABLE, f"the MCP server {server.route} broke off its answer"
+        ) from None
+    if listing is not None:
+        tools = tool_names(upstream.content_type, payload, listing)
+        if tools is not None:
+            router.instances.record(server, principal, tools)
+    return web.Response(status=upstream.status, body=payload, headers=headers)
 
 
 def _returned_headers(
