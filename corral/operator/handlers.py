@@ -223,6 +223,8 @@ def _register_instances(
 
     def reconcile(**kwargs: Any) -> None:
         body, namespace, spec = kwargs["body"], kwargs["namespace"], kwargs["spec"]
+        if body.get("metadata", {}).get("deletionTimestamp") is not None:
+            return
         indexes = Indexes.of(kwargs)
         metrics.managed.labels("MCPServerInstance").set(
             sum(len(indexes.instances[k]) for k in indexes.instances)
@@ -233,15 +235,23 @@ def _register_instances(
 
     for cause in (kopf.on.create, kopf.on.update, kopf.on.resume):
         cause(*resource, registry=registry, id="reconcile")(reconcile)
-    kopf.timer(*resource, registry=registry, interval=idle_check, initial_delay=idle_check)(
-        reconcile
-    )
+    kopf.timer(
+        *resource,
+        registry=registry,
+        interval=idle_check,
+        initial_delay=idle_check,
+        when=_not_deleting,
+    )(reconcile)
 
     @kopf.on.delete(*resource, registry=registry, optional=True)
     def deleted(**kwargs: Any) -> None:
         namespace, server = kwargs["namespace"], str(kwargs["spec"].get("server"))
         with _guard(metrics, "MCPServerInstance"):
             reconciler.update_instance_count(namespace, server)
+
+
+def _not_deleting(body: kopf.Body, **_: Any) -> bool:
+    return body.get("metadata", {}).get("deletionTimestamp") is None
 
 
 def _register_entries(
