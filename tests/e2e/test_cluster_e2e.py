@@ -293,10 +293,6 @@ def test_gateway_discovers_servers_and_policies_under_its_account(running: Runni
     assert _status(f"{base}/mcp/{namespace}/everything", ALICE) in UNREACHABLE_HERE
 
 
-@pytest.mark.skipif(
-    not hasattr(kubedirectory, "KubernetesInstances"),
-    reason="the gateway has no Kubernetes instance manager (corral.gateway.kubedirectory)",
-)
 def test_gateway_creates_a_per_user_instance_on_first_call(running: Running) -> None:
     stage, namespace = running.stage, running.stage.namespace
     custom = client.CustomObjectsApi(running.api)
