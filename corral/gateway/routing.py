@@ -314,7 +314,9 @@ async def _forward(
         ) from None
     async with upstream:
         request.app[METRICS].mcp_seconds.observe(time.monotonic() - call.started)
-        returned = _returned_headers(request, router, upstream, server, principal, instance)
+        returned = _returned_headers(
+            request, router, upstream, server, principal, instance, upstream_session
+        )
         returned[REQUEST_ID_HEADER] = call.request_id
         call.status = upstream.status
         router.instances.record(server, principal)
@@ -384,13 +386,15 @@ def _returned_headers(
     server: ServerEntry,
     principal: Principal,
     instance: str,
+    presented_upstream: str | None,
 ) -> dict[str, str]:
+    """Headers for the client; ``presented_upstream`` is the upstream id of the session the
+    client presented (already opened and checked), so the sealed id is reused unchanged."""
     headers = {k: v for k, v in upstream.headers.items() if k.lower() in RETURNED_HEADERS}
     upstream_session = upstream.headers.get(SESSION_HEADER)
     if upstream_session is not None:
         presented = request.headers.get(SESSION_HEADER)
-        ref = router.sessions.open(presented, server.route) if presented else None
-        if ref is not None and presented is not None and ref.upstream_id == upstream_session:
+        if presented is not None and presented_upstream == upstream_session:
             headers[SESSION_HEADER] = presented
         else:
             fresh = router.sessions.new_ref(upstream_session, instance, principal.user)
