@@ -24,12 +24,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
 from corral.api.policy import Caller
 from corral.common.assertion import ASSERTION_HEADER
+from corral.common.httpclient import ClientFailure, PoolSet, Response
 from corral.gateway.activity import MAX_CAPTURE_BYTES, tool_names, tools_list_id
 from corral.gateway.appkeys import AUTHENTICATOR, METRICS, SETTINGS
 from corral.gateway.authn import Principal
@@ -93,7 +93,7 @@ class Router:
         public_base_url: str,
         directory: ServerDirectory,
         instances: InstanceManager,
-        http: aiohttp.ClientSession,
+        http: PoolSet,
     ) -> None:
         self.settings = settings
         self.base_url = public_base_url.rstrip("/")
@@ -303,11 +303,16 @@ async def _forward(
     body: bytes | None,
 ) -> web.StreamResponse:
     headers = _upstream_headers(request, router, call, server, principal, upstream_session)
+    pool, target = router.http.route(instance)
     try:
-        upstream = await router.http.request(
-            request.method, instance, headers=headers, data=body, allow_redirects=False
+        upstream = await pool.request(
+            request.method,
+            target,
+            headers.items(),
+            body,
+            wait_limit=router.settings.upstream_timeout,
         )
-    except (aiohttp.ClientError, TimeoutError) as error:
+    except ClientFailure as error:
         log.warning("shim for %s unreachable at %s: %r", server.route, instance, error)
         raise Refused(
             502, jsonrpc.UPSTREAM_UNAVAILABLE, f"the MCP server {server.route} is unreachable"
@@ -327,13 +332,13 @@ async def _forward(
         captured: bytearray | None = None if listing is None else bytearray()
         await response.prepare(request)
         try:
-            async for chunk in upstream.content.iter_any():
+            async for chunk in upstream.chunks():
                 await response.write(chunk)
                 if captured is not None:
                     captured += chunk
                     if len(captured) > MAX_CAPTURE_BYTES:
                         captured = None
-        except (aiohttp.ClientError, TimeoutError) as error:
+        except ClientFailure as error:
             log.warning("stream from %s ended early: %r", server.route, error)
             return response
         except ConnectionResetError:
@@ -347,7 +352,7 @@ async def _forward(
         return response
 
 
-def _is_small_json(upstream: aiohttp.ClientResponse) -> bool:
+def _is_small_json(upstream: Response) -> bool:
     """A complete JSON answer of known, bounded length: relayed in one piece, not streamed."""
     length = upstream.content_length
     return (
@@ -358,7 +363,7 @@ def _is_small_json(upstream: aiohttp.ClientResponse) -> bool:
 
 
 async def _relay_whole(
-    upstream: aiohttp.ClientResponse,
+    upstream: Response,
     headers: dict[str, str],
     router: Router,
     server: ServerEntry,
@@ -367,7 +372,7 @@ async def _relay_whole(
 ) -> web.Response:
     try:
         payload = await upstream.read()
-    except (aiohttp.ClientError, TimeoutError) as error:
+    except ClientFailure as error:
         log.warning("answer from %s ended early: %r", server.route, error)
         raise Refused(
             502, jsonrpc.UPSTREAM_UNAVAILABLE, f"the MCP server {server.route} broke off its answer"
@@ -382,7 +387,7 @@ async def _relay_whole(
 def _returned_headers(
     request: web.Request,
     router: Router,
-    upstream: aiohttp.ClientResponse,
+    upstream: Response,
     server: ServerEntry,
     principal: Principal,
     instance: str,
@@ -390,8 +395,8 @@ def _returned_headers(
 ) -> dict[str, str]:
     """Headers for the client; ``presented_upstream`` is the upstream id of the session the
     client presented (already opened and checked), so the sealed id is reused unchanged."""
-    headers = {k: v for k, v in upstream.headers.items() if k.lower() in RETURNED_HEADERS}
-    upstream_session = upstream.headers.get(SESSION_HEADER)
+    headers = {k: v for k, v in upstream.headers.items() if k in RETURNED_HEADERS}
+    upstream_session = upstream.headers.get("mcp-session-id")
     if upstream_session is not None:
         presented = request.headers.get(SESSION_HEADER)
         if presented is not None and presented_upstream == upstream_session:
@@ -426,21 +431,10 @@ async def jwks(request: web.Request) -> web.Response:
     )
 
 
-def client_session(settings: RoutingSettings) -> aiohttp.ClientSession:
-    """The replica's one client for shims: pooled, with explicit timeouts."""
-    connector = aiohttp.TCPConnector(
-        limit=settings.max_connections, limit_per_host=settings.max_connections
-    )
-    timeout = aiohttp.ClientTimeout(
-        total=None,
-        connect=settings.connect_timeout,
-        sock_read=settings.upstream_timeout,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=timeout,
-        auto_decompress=False,
-        cookie_jar=aiohttp.DummyCookieJar(),
+def client_session(settings: RoutingSettings) -> PoolSet:
+    """The replica's one client for shims: keep-alive pools per shim origin, with timeouts."""
+    return PoolSet(
+        max_connections=settings.max_connections, connect_timeout=settings.connect_timeout
     )
 
 

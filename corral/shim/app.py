@@ -125,6 +125,7 @@ def create_apps(config_path: Path) -> tuple[web.Application, web.Application]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await shipper.stop()
+        await state.close_pools()
         await http.close()
         await egress_http.close()
 

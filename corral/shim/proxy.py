@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 from aiohttp import web
 
 from corral.common.assertion import ASSERTION_HEADER, Identity, InvalidAssertionError
+from corral.common.httpclient import ClientFailure, Response
 from corral.mcp import eras, jsonrpc, sse
 from corral.mcp.jsonrpc import Message, ProtocolError, RequestId
 from corral.mcp.targets import (
@@ -307,8 +307,8 @@ def _forward_headers(request: web.Request, runtime: Runtime) -> dict[str, str]:
     return headers
 
 
-def _response_headers(upstream: aiohttp.ClientResponse) -> dict[str, str]:
-    return {k: v for k, v in upstream.headers.items() if k.lower() in RESPONSE_HEADERS}
+def _response_headers(upstream: Response) -> dict[str, str]:
+    return {k: v for k, v in upstream.headers.items() if k in RESPONSE_HEADERS}
 
 
 async def handle_post(request: web.Request) -> web.StreamResponse:
@@ -367,15 +367,14 @@ async def _relay(
             )
         headers[runtime.tokens.header] = runtime.tokens.header_value(token)
     try:
-        upstream = await exchange.state.upstream_client().request(
+        upstream = await exchange.state.upstream_pool().request(
             method,
-            runtime.config.upstream.url,
-            data=body,
-            headers=headers,
-            timeout=runtime.stream_timeout if method == "GET" else runtime.upstream_timeout,
-            allow_redirects=False,
+            runtime.upstream_target,
+            headers.items(),
+            body,
+            wait_limit=None if method == "GET" else runtime.config.upstream.timeout_seconds,
         )
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except ClientFailure as exc:
         log.warning("upstream %s unreachable: %s", runtime.config.upstream.url, exc)
         request_id = exchange.request.id if exchange.request is not None else None
         exchange.event.error = {"code": jsonrpc.UPSTREAM_UNAVAILABLE, "message": str(exc)}
@@ -384,7 +383,7 @@ async def _relay(
             502, jsonrpc.UPSTREAM_UNAVAILABLE, "the MCP server is unreachable", request_id
         )
     async with upstream:
-        session_id = upstream.headers.get("Mcp-Session-Id")
+        session_id = upstream.headers.get("mcp-session-id")
         if session_id is not None and exchange.session_id is None:
             exchange.state.owners.bind(session_id, exchange.identity.subject)
             exchange.state.owners.set_client(
@@ -392,16 +391,24 @@ async def _relay(
             )
             exchange.session_id = session_id
             exchange.event.session_id = session_id
-        content_type = upstream.headers.get("Content-Type", "")
-        if content_type.startswith("text/event-stream"):
+        if upstream.content_type == "text/event-stream":
             return await _relay_stream(request, exchange, upstream)
         return await _relay_whole(exchange, upstream)
 
 
-async def _relay_whole(exchange: Exchange, upstream: aiohttp.ClientResponse) -> web.Response:
-    data = await upstream.read()
+async def _relay_whole(exchange: Exchange, upstream: Response) -> web.Response:
+    try:
+        data = await upstream.read()
+    except ClientFailure as exc:
+        log.warning("answer from the MCP server broke off: %s", exc)
+        request_id = exchange.request.id if exchange.request is not None else None
+        exchange.event.error = {"code": jsonrpc.UPSTREAM_UNAVAILABLE, "message": str(exc)}
+        _finish(exchange, "upstream_error", 502)
+        return rpc_reply(
+            502, jsonrpc.UPSTREAM_UNAVAILABLE, f"the MCP server's answer failed: {exc}", request_id
+        )
     headers = _response_headers(upstream)
-    if data and upstream.headers.get("Content-Type", "").startswith("application/json"):
+    if data and upstream.content_type == "application/json":
         message = jsonrpc.parse_trusted(data)
         if message is not None:
             data = jsonrpc.dumps(await _outbound(exchange, message))
@@ -417,18 +424,18 @@ def _status_of(exchange: Exchange, http_status: int) -> str:
 
 
 async def _relay_stream(
-    request: web.Request, exchange: Exchange, upstream: aiohttp.ClientResponse
+    request: web.Request, exchange: Exchange, upstream: Response
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=upstream.status, headers=_response_headers(upstream))
     await response.prepare(request)
     parser = sse.SSEParser()
     status = "incomplete"
     try:
-        async for chunk in upstream.content.iter_any():
+        async for chunk in upstream.chunks():
             for event in parser.feed(chunk):
                 await response.write(await _outbound_event(exchange, event))
         status = _status_of(exchange, upstream.status)
-    except (ConnectionResetError, aiohttp.ClientError) as exc:
+    except (ConnectionResetError, ClientFailure) as exc:
         log.info("stream for %s ended early: %s", exchange.event.method, exc)
     except asyncio.CancelledError:
         _finish(exchange, "client_closed", upstream.status)

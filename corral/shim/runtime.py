@@ -7,14 +7,17 @@ what lives as long as the process: the upstream client, session owners, audit sh
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from corral.api.policy import ServerRef
 from corral.common.assertion import AssertionVerifier
-from corral.common.egress import RefusedAddressError, check_url
+from corral.common.egress import GuardedResolver, Network, RefusedAddressError, check_url
+from corral.common.httpclient import OriginPool
 from corral.shim.audit import parse_path
 from corral.shim.authorize import Authorizer, PolicyAuthorizer
 from corral.shim.config import ShimConfig, with_secret_headers
@@ -34,8 +37,7 @@ class Runtime:
     authorizer: Authorizer
     filters: FilterChain
     redact_paths: tuple[tuple[str, ...], ...]
-    upstream_timeout: aiohttp.ClientTimeout
-    stream_timeout: aiohttp.ClientTimeout
+    upstream_target: str
     tokens: TokenExchanger | None
 
 
@@ -75,16 +77,15 @@ def build_runtime(config: ShimConfig, metrics: ShimMetrics) -> Runtime:
         ),
         filters=FilterChain(config.filters, metrics),
         redact_paths=tuple(parse_path(path) for path in config.audit.redact),
-        upstream_timeout=aiohttp.ClientTimeout(
-            total=None,
-            connect=config.upstream.connect_timeout_seconds,
-            sock_read=config.upstream.timeout_seconds,
-        ),
-        stream_timeout=aiohttp.ClientTimeout(
-            total=None, connect=config.upstream.connect_timeout_seconds, sock_read=None
-        ),
+        upstream_target=_target_of(config.upstream.url),
         tokens=TokenExchanger(config.token_exchange) if config.token_exchange else None,
     )
+
+
+def _target_of(url: str) -> str:
+    parts = urlsplit(url)
+    path = parts.path or "/"
+    return f"{path}?{parts.query}" if parts.query else path
 
 
 @dataclass
@@ -98,8 +99,33 @@ class ShimState:
     metrics: ShimMetrics
     owners: SessionOwners = field(default_factory=SessionOwners)
 
-    def upstream_client(self) -> aiohttp.ClientSession:
-        """The pooled client for the upstream: guarded unless it is this pod's own server."""
-        return self.http if self.runtime.config.upstream_is_local else self.egress_http
-
     extra: dict[str, Any] = field(default_factory=dict)
+    pools: dict[tuple[str, bool, int, float], OriginPool] = field(default_factory=dict)
+
+    def upstream_pool(self) -> OriginPool:
+        """The keep-alive pool for the configured upstream, whose addresses are checked
+        against the egress rules unless it is this pod's own server. A reload that changes the
+        upstream gets a new pool; the old one serves its requests in flight until shutdown."""
+        config = self.runtime.config
+        upstream = config.upstream
+        local = config.upstream_is_local
+        key = (upstream.url, local, upstream.max_connections, upstream.connect_timeout_seconds)
+        pool = self.pools.get(key)
+        if pool is None:
+            resolver = None if local else GuardedResolver(self._allowed_networks)
+            pool = OriginPool(
+                upstream.url,
+                max_connections=upstream.max_connections,
+                connect_timeout=upstream.connect_timeout_seconds,
+                resolver=resolver,
+            )
+            self.pools[key] = pool
+        return pool
+
+    def _allowed_networks(self) -> Sequence[Network]:
+        return self.runtime.config.egress.allowed_networks
+
+    async def close_pools(self) -> None:
+        for pool in self.pools.values():
+            await pool.close()
+        self.pools.clear()
