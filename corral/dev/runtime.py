@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import socket
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
+from corral.api.catalog import MCPCatalogEntry
 from corral.api.policy import Caller, Decision, PolicyIndex
 from corral.common.assertion import public_jwk
 from corral.dev import output, secrets
@@ -32,7 +33,7 @@ from corral.dev.servers import LocalServer
 from corral.dev.tokens import ShimTokens, shim_token
 from corral.gateway.app import create_app
 from corral.gateway.appkeys import SHIM_TOKENS
-from corral.gateway.directory import ServerEntry, StaticDirectory
+from corral.gateway.directory import UNKNOWN_STATUS, ServerEntry, ServerStatus, StaticDirectory
 from corral.gateway.settings import GatewaySettings, RoutingSettings
 from corral.store.migrations import apply_migrations
 from corral.store.pools import PoolSettings
@@ -62,13 +63,22 @@ class DevOptions:
 
 
 class DevDirectory:
-    """The gateway's server directory, replaced whole on every reload."""
+    """The gateway's server directory, replaced whole on every reload; a server's status comes
+    live from ``status`` (the runtime's view of its local processes)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, status: Callable[[ServerEntry], ServerStatus] = lambda _server: UNKNOWN_STATUS
+    ) -> None:
         self._current = StaticDirectory([], PolicyIndex.build([]))
+        self._status = status
 
-    def replace(self, servers: Iterable[ServerEntry], policies: PolicyIndex) -> None:
-        self._current = StaticDirectory(servers, policies)
+    def replace(
+        self,
+        servers: Iterable[ServerEntry],
+        policies: PolicyIndex,
+        catalog: Iterable[MCPCatalogEntry] = (),
+    ) -> None:
+        self._current = StaticDirectory(servers, policies, catalog=catalog)
 
     def lookup(self, namespace: str, name: str) -> ServerEntry | None:
         return self._current.lookup(namespace, name)
@@ -78,6 +88,23 @@ class DevDirectory:
 
     def owns_instance(self, server: ServerEntry, instance: str) -> bool:
         return self._current.owns_instance(server, instance)
+
+    def servers(self) -> Sequence[ServerEntry]:
+        return self._current.servers()
+
+    def status(self, server: ServerEntry) -> ServerStatus:
+        return self._status(server)
+
+    def catalog(self) -> Sequence[MCPCatalogEntry]:
+        return self._current.catalog()
+
+
+def local_status(server: LocalServer | None) -> ServerStatus:
+    """A local server's listing status: its state (``ready``, ``starting``, ...) and the tool
+    count its probe found."""
+    if server is None:
+        return UNKNOWN_STATUS
+    return ServerStatus(ready=server.state == "ready", reason=server.state, tool_count=server.tools)
 
 
 def free_port() -> int:
@@ -94,7 +121,9 @@ class DevRuntime:
         self.options = options
         self.say = say
         self.servers: dict[tuple[str, str], LocalServer] = {}
-        self.directory = DevDirectory()
+        self.directory = DevDirectory(
+            lambda entry: local_status(self.servers.get((entry.namespace, entry.name)))
+        )
         self.ports = PortBook(free_port)
         self.key = ""
         self._snapshot: dict[Path, tuple[int, int]] = {}
@@ -228,7 +257,11 @@ class DevRuntime:
                 await running.update(plan)
         routable = [p for p in plans.values() if p.shim_config is not None]
         tokens.set_routes(p.route for p in routable)
-        self.directory.replace((_entry(p) for p in routable), PolicyIndex.build(manifests.policies))
+        self.directory.replace(
+            (_entry(p) for p in routable),
+            PolicyIndex.build(manifests.policies),
+            manifests.catalog_entries,
+        )
         self._table_dirty.set()
 
     def _start(self, plan: ServerPlan, http: aiohttp.ClientSession) -> LocalServer:

@@ -15,6 +15,8 @@ through ``corral.store`` only. Modules so far:
 - ``sessions``: session ids sealed with AES-GCM (upstream id, instance, user).
 - ``signing``: the identity-assertion signing keys and JWKS.
 - ``directory``, ``kubedirectory``: server discovery (static list, Kubernetes watch cache).
+- ``registry``, ``registry_api``: ``/v0/servers`` (the catalog as an MCP Registry) and
+  ``/api/servers`` (what the caller may use): pure shaping, thin handlers.
 - ``instances``: ensure-running (``AlwaysRunning``; ``KubernetesInstances`` in ``kubedirectory``).
 - ``activity``: ``lastActivity`` and listed tools written to status, off the request path.
 - ``config``, ``command``: the config file and the ``corral gateway`` CLI.

@@ -6,7 +6,8 @@ many replicas), prepares audit partitions, builds its authenticators and starts 
 key revocations; a background task keeps partitions and retention current. With
 ``settings.routing`` the replica also serves the MCP front door (``corral.gateway.routing``),
 its RFC 9728 metadata and the JWKS shims trust; servers come from a ``ServerDirectory`` (the
-configured static list unless another is given) and instances from an ``InstanceManager``.
+configured static list unless another is given) and instances from an ``InstanceManager``. The
+same directory feeds the registry endpoints (``corral.gateway.registry_api``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from corral.api.policy import PolicyIndex
-from corral.gateway import apikeys_api, audit_api, routing
+from corral.gateway import apikeys_api, audit_api, registry_api, routing
 from corral.gateway.appkeys import (
     API_KEY_AUTHENTICATOR,
     API_RESOURCE,
@@ -103,8 +104,11 @@ def _add_mcp_routes(
     if directory is None:
         policies = routing_settings.policies
         index = None if policies is None else PolicyIndex.build(policies)
-        directory = StaticDirectory(routing_settings.servers, index)
+        directory = StaticDirectory(
+            routing_settings.servers, index, catalog=routing_settings.catalog
+        )
     chosen = directory
+    app[registry_api.DIRECTORY] = chosen
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with routing.client_session(routing_settings) as http:
@@ -125,6 +129,7 @@ def _add_mcp_routes(
             web.delete(MCP_PATH, routing.mcp_endpoint),
             web.get(METADATA_PREFIX + MCP_PATH, routing.protected_resource_metadata),
             web.get(JWKS_PATH, routing.jwks),
+            *registry_api.routes(),
         ]
     )
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field
 
+from corral.api.catalog import MCPCatalogEntry
 from corral.api.policies import AccessPolicy
 from corral.common.configfiles import ConfigModel, SecretSource
 from corral.gateway.authn import static_entry
@@ -113,6 +114,7 @@ class GatewayConfig(ConfigModel):
     discovery: Discovery = Field(default_factory=Discovery)
     servers: list[Server] = Field(default_factory=list)
     policies: list[AccessPolicy] | None = None
+    catalog: list[MCPCatalogEntry] = Field(default_factory=list)
     authorization_servers: list[str] = Field(default_factory=list)
     users: list[dict[str, Any]] = Field(default_factory=list, repr=False)
     shim_tokens: list[ShimToken] = Field(default_factory=list)
@@ -183,6 +185,7 @@ def to_settings(config: GatewayConfig) -> GatewaySettings:
             for s in config.servers
         ],
         policies=config.policies,
+        catalog=tuple(config.catalog),
         allowed_origins=frozenset(edge.allowed_origins),
         max_body_bytes=edge.max_body_bytes,
         body_timeout=edge.body_timeout_seconds,

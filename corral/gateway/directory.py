@@ -4,15 +4,17 @@ Rule: the request path asks a ``ServerDirectory`` and never the Kubernetes API o
 ``StaticDirectory`` serves a fixed list (the gateway config file, or the ``corral dev`` runtime,
 which builds one from the same manifests); a Kubernetes watch cache implements the same protocol.
 The directory also holds the compiled AccessPolicies, for the gateway's early "could any rule
-let this caller in" check.
+let this caller in" check, and, for the registry listings (``corral.gateway.registry``), every
+server with its last observed status and the catalog of MCPCatalogEntries.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from corral.api.catalog import MCPCatalogEntry
 from corral.api.policy import Caller, Decision, PolicyIndex, ServerRef
 from corral.common.assertion import audience_for
 
@@ -45,8 +47,32 @@ class ServerEntry:
         return ServerRef(self.namespace, self.name, self.labels, self.catalog_entry)
 
 
+@dataclass(frozen=True)
+class ServerStatus:
+    """What was last observed of a server, for listings only (routing never reads it).
+
+    ``ready`` None means nothing is known; ``reason`` and ``message`` come from the Ready
+    condition (or the dev runtime's state); ``tools`` are the names a ``tools/list`` answered.
+    """
+
+    ready: bool | None = None
+    reason: str | None = None
+    message: str | None = None
+    tool_count: int | None = None
+    tools: tuple[str, ...] | None = None
+
+
+UNKNOWN_STATUS = ServerStatus()
+
+
+def catalog_key(entry: MCPCatalogEntry) -> tuple[str, str]:
+    """``(namespace, name)`` of a catalog entry (``default`` when the manifest names none)."""
+    return entry.metadata.namespace or "default", entry.metadata.name or ""
+
+
 class ServerDirectory(Protocol):
-    """Finds servers by route and says whether policies could open one to a caller."""
+    """Finds servers by route, says whether policies could open one to a caller, and lists
+    servers and catalog entries for the registry endpoints."""
 
     def lookup(self, namespace: str, name: str) -> ServerEntry | None: ...
 
@@ -59,13 +85,36 @@ class ServerDirectory(Protocol):
         """Whether ``instance`` (from a session id) is still one of the server's instances."""
         ...
 
+    def servers(self) -> Sequence[ServerEntry]:
+        """Every server, ordered by namespace and name."""
+        ...
+
+    def status(self, server: ServerEntry) -> ServerStatus:
+        """The server's last observed status (``UNKNOWN_STATUS`` when none)."""
+        ...
+
+    def catalog(self) -> Sequence[MCPCatalogEntry]:
+        """Every catalog entry, ordered by namespace and name."""
+        ...
+
 
 class StaticDirectory:
-    """A fixed set of servers and, optionally, the AccessPolicies that govern them."""
+    """A fixed set of servers and, optionally, the AccessPolicies that govern them, the
+    catalog entries, and the servers' statuses."""
 
-    def __init__(self, servers: Iterable[ServerEntry], policies: PolicyIndex | None = None) -> None:
+    def __init__(
+        self,
+        servers: Iterable[ServerEntry],
+        policies: PolicyIndex | None = None,
+        *,
+        catalog: Iterable[MCPCatalogEntry] = (),
+        statuses: Mapping[tuple[str, str], ServerStatus] | None = None,
+    ) -> None:
         self._servers = {(s.namespace, s.name): s for s in servers}
+        self._ordered = tuple(self._servers[key] for key in sorted(self._servers))
         self._policies = policies
+        self._catalog = tuple(sorted(catalog, key=catalog_key))
+        self._statuses = dict(statuses or {})
 
     def lookup(self, namespace: str, name: str) -> ServerEntry | None:
         return self._servers.get((namespace, name))
@@ -77,3 +126,12 @@ class StaticDirectory:
 
     def owns_instance(self, server: ServerEntry, instance: str) -> bool:
         return instance == server.shim_url
+
+    def servers(self) -> Sequence[ServerEntry]:
+        return self._ordered
+
+    def status(self, server: ServerEntry) -> ServerStatus:
+        return self._statuses.get((server.namespace, server.name), UNKNOWN_STATUS)
+
+    def catalog(self) -> Sequence[MCPCatalogEntry]:
+        return self._catalog

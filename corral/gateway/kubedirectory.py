@@ -1,5 +1,5 @@
-"""Server discovery from Kubernetes: a watch cache of MCPServers, MCPServerInstances and
-AccessPolicies, and the perUser instance manager built on it.
+"""Server discovery from Kubernetes: a watch cache of MCPServers, MCPServerInstances,
+AccessPolicies and MCPCatalogEntries, and the perUser instance manager built on it.
 
 Rule: the request path reads only the in-memory snapshot; watching happens on background
 threads with the official ``kubernetes`` client (list, then watch from the list's
@@ -9,9 +9,10 @@ is routable once the operator has published its shim in ``status.endpoint``. A s
 the operator scaled to zero (``Ready=False`` reason ``ScaledToZero``) is woken by the annotation
 ``corral.dev/wake-requested`` (a merge patch of its metadata; the spec is never edited) and the
 call waits for Ready. The gateway's RBAC for this: get, list and watch on ``mcpservers``,
-``mcpserverinstances`` and ``accesspolicies``; create on ``mcpserverinstances`` and patch on
-``mcpservers`` (``KubernetesInstances`` only); patch on ``mcpservers/status`` and
-``mcpserverinstances/status`` (activity, see ``corral.gateway.activity``).
+``mcpserverinstances``, ``accesspolicies`` and ``mcpcatalogentries`` (the registry listings);
+create on ``mcpserverinstances`` and patch on ``mcpservers`` (``KubernetesInstances`` only);
+patch on ``mcpservers/status`` and ``mcpserverinstances/status`` (activity, see
+``corral.gateway.activity``).
 """
 
 from __future__ import annotations
@@ -30,12 +31,19 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from corral.api.catalog import MCPCatalogEntry
 from corral.api.common import parse_duration
 from corral.api.policies import AccessPolicy
 from corral.api.policy import Caller, Decision, PolicyIndex
 from corral.gateway.activity import StatusWriter, Target
 from corral.gateway.authn import Principal
-from corral.gateway.directory import ServerEntry, StaticDirectory
+from corral.gateway.directory import (
+    UNKNOWN_STATUS,
+    ServerEntry,
+    ServerStatus,
+    StaticDirectory,
+    catalog_key,
+)
 from corral.gateway.instances import InstanceStarting
 
 log = logging.getLogger(__name__)
@@ -56,14 +64,24 @@ Key = tuple[str, str]
 def server_entry(manifest: Mapping[str, Any]) -> ServerEntry | None:
     """The routable entry of an MCPServer object, or None for a shared server whose shim
     endpoint is not known yet (perUser servers route to their instances' endpoints)."""
-    metadata, spec = manifest.get("metadata") or {}, manifest.get("spec") or {}
     status = manifest.get("status") or {}
     endpoint = status.get("endpoint")
-    tenancy = status.get("tenancy") or spec.get("tenancy") or "shared"
+    tenancy = status.get("tenancy") or (manifest.get("spec") or {}).get("tenancy") or "shared"
     if not isinstance(endpoint, str) or not endpoint:
         if tenancy != "perUser":
             return None
         endpoint = ""
+    return _entry(manifest, endpoint)
+
+
+def listed_entry(manifest: Mapping[str, Any]) -> ServerEntry:
+    """The entry of any MCPServer, routable or not yet (then its ``shim_url`` is empty)."""
+    return server_entry(manifest) or _entry(manifest, "")
+
+
+def _entry(manifest: Mapping[str, Any], endpoint: str) -> ServerEntry:
+    metadata, spec = manifest.get("metadata") or {}, manifest.get("spec") or {}
+    tenancy = (manifest.get("status") or {}).get("tenancy") or spec.get("tenancy") or "shared"
     catalog = spec.get("catalogEntry") or {}
     try:
         startup = float(parse_duration(spec.get("startupTimeout", DEFAULT_STARTUP_TIMEOUT)))
@@ -77,6 +95,26 @@ def server_entry(manifest: Mapping[str, Any]) -> ServerEntry | None:
         labels=dict(metadata.get("labels") or {}),
         catalog_entry=catalog.get("name"),
         startup_timeout=startup or DEFAULT_STARTUP_TIMEOUT,
+    )
+
+
+def server_status(manifest: Mapping[str, Any]) -> ServerStatus:
+    """The listing status of an MCPServer object: its Ready condition and the tools recorded."""
+    status = manifest.get("status") or {}
+    ready: Mapping[str, Any] = next(
+        (c for c in status.get("conditions") or () if c.get("type") == "Ready"), {}
+    )
+    names = status.get("tools")
+    tools = tuple(str(n) for n in names) if isinstance(names, list) else None
+    count = status.get("toolCount")
+    if not isinstance(count, int):
+        count = None if tools is None else len(tools)
+    return ServerStatus(
+        ready=None if not ready else ready.get("status") == "True",
+        reason=ready.get("reason"),
+        message=ready.get("message"),
+        tool_count=count,
+        tools=tools,
     )
 
 
@@ -246,6 +284,9 @@ class KubernetesDirectory:
         self._snapshot = StaticDirectory((), PolicyIndex.build(()))
         self._servers: dict[Key, ServerEntry] = {}
         self._states: dict[Key, ServerState] = {}
+        self._listed: tuple[ServerEntry, ...] = ()
+        self._statuses: dict[Key, ServerStatus] = {}
+        self._catalog: tuple[MCPCatalogEntry, ...] = ()
         self._policies = PolicyIndex.build(())
         self._instances: dict[Key, InstanceEntry] = {}
         self._watchers = [
@@ -261,6 +302,7 @@ class KubernetesDirectory:
                 ("mcpservers", self._servers_changed),
                 ("accesspolicies", self._policies_changed),
                 ("mcpserverinstances", self._instances_changed),
+                ("mcpcatalogentries", self._catalog_changed),
             )
         ]
 
@@ -282,6 +324,8 @@ class KubernetesDirectory:
         entries = (server_entry(manifest) for manifest in objects.values())
         self._servers = {(e.namespace, e.name): e for e in entries if e is not None}
         self._states = {key: server_state(manifest) for key, manifest in objects.items()}
+        self._statuses = {key: server_status(manifest) for key, manifest in objects.items()}
+        self._listed = tuple(listed_entry(objects[key]) for key in sorted(objects))
         self._snapshot = StaticDirectory(self._servers.values(), self._policies)
 
     def _policies_changed(self, objects: dict[Key, Mapping[str, Any]]) -> None:
@@ -297,6 +341,15 @@ class KubernetesDirectory:
     def _instances_changed(self, objects: dict[Key, Mapping[str, Any]]) -> None:
         self._instances = {key: instance_entry(manifest) for key, manifest in objects.items()}
 
+    def _catalog_changed(self, objects: dict[Key, Mapping[str, Any]]) -> None:
+        entries = []
+        for key, manifest in objects.items():
+            try:
+                entries.append(MCPCatalogEntry.model_validate(manifest))
+            except ValidationError as error:
+                log.warning("MCPCatalogEntry %s/%s not listed: %s", *key, error)
+        self._catalog = tuple(sorted(entries, key=catalog_key))
+
     def state(self, namespace: str, name: str) -> ServerState | None:
         return self._states.get((namespace, name))
 
@@ -308,6 +361,16 @@ class KubernetesDirectory:
 
     def may_access(self, caller: Caller, server: ServerEntry) -> Decision | None:
         return self._snapshot.may_access(caller, server)
+
+    def servers(self) -> Sequence[ServerEntry]:
+        """Every MCPServer watched, routable or not yet (their status says why)."""
+        return self._listed
+
+    def status(self, server: ServerEntry) -> ServerStatus:
+        return self._statuses.get((server.namespace, server.name), UNKNOWN_STATUS)
+
+    def catalog(self) -> Sequence[MCPCatalogEntry]:
+        return self._catalog
 
     def owns_instance(self, server: ServerEntry, instance: str) -> bool:
         """A shared server scaled to zero (or starting with no replica) has no instance: its

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from corral.api.catalog import MCPCatalogEntry
 from corral.api.policies import AccessPolicy
 from corral.gateway.authn import Principal
 from corral.gateway.directory import ServerEntry
@@ -29,6 +30,7 @@ class RoutingSettings:
     ``signing_keys`` sign identity assertions (the first signs; all are published in the JWKS).
     ``session_keys`` are 32-byte AES-256-GCM keys for session ids (the first seals; all open).
     ``policies`` None skips the gateway's early policy check (each shim still decides).
+    ``catalog`` is what ``/v0/servers`` lists when servers come from the static list.
     ``body_timeout`` bounds reading a request body (a stalled client gets 408).
     ``upstream_timeout`` is the longest silence accepted from a shim on a response or stream.
     ``rate_per_second`` and ``rate_burst`` form a token bucket per user, per replica.
@@ -39,6 +41,7 @@ class RoutingSettings:
     issuer: str | None = None
     servers: Sequence[ServerEntry] = ()
     policies: Sequence[AccessPolicy] | None = None
+    catalog: Sequence[MCPCatalogEntry] = ()
     allowed_origins: frozenset[str] = frozenset()
     max_body_bytes: int = 4 * 1024 * 1024
     body_timeout: float = 30.0

@@ -94,7 +94,11 @@ def test_gateway_may_only_read_servers_create_instances_and_patch_their_status(
         for resource in rule["resources"]
         for verb in rule["verbs"]
     }
-    expected = {("corral.dev", "accesspolicies", v) for v in CORRAL_READS}
+    expected = {
+        ("corral.dev", kind, v)
+        for kind in ("accesspolicies", "mcpcatalogentries")
+        for v in CORRAL_READS
+    }
     expected |= {("corral.dev", "mcpservers", v) for v in [*CORRAL_READS, "patch"]}
     expected |= {("corral.dev", "mcpserverinstances", v) for v in [*CORRAL_READS, "create"]}
     expected |= {
