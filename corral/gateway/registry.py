@@ -127,19 +127,25 @@ def version_of(entry: MCPCatalogEntry) -> str:
 
 def server_list(entries: Sequence[MCPCatalogEntry], query: ListQuery) -> dict[str, Any]:
     """One page of the catalog as a ``ServerList``."""
-    chosen = sorted((e for e in entries if _matches(e, query)), key=registry_name)
-    if query.cursor is not None:
-        after = decode_cursor(query.cursor)
-        chosen = [e for e in chosen if registry_name(e) > after]
-    page = chosen[: query.limit]
+    after = None if query.cursor is None else decode_cursor(query.cursor)
+    named = sorted(((registry_name(e), e) for e in entries), key=lambda pair: pair[0])
+    page: list[tuple[str, MCPCatalogEntry]] = []
+    more = False
+    for name, entry in named:
+        if (after is not None and name <= after) or not _matches(name, entry, query):
+            continue
+        if len(page) == query.limit:
+            more = True
+            break
+        page.append((name, entry))
     metadata: dict[str, Any] = {"count": len(page)}
-    if len(chosen) > len(page):
-        metadata["nextCursor"] = encode_cursor(registry_name(page[-1]))
-    return {"servers": [server_response(e) for e in page], "metadata": metadata}
+    if more:
+        metadata["nextCursor"] = encode_cursor(page[-1][0])
+    return {"servers": [server_response(e) for _, e in page], "metadata": metadata}
 
 
-def _matches(entry: MCPCatalogEntry, query: ListQuery) -> bool:
-    if query.search is not None and query.search.lower() not in registry_name(entry).lower():
+def _matches(name: str, entry: MCPCatalogEntry, query: ListQuery) -> bool:
+    if query.search is not None and query.search.lower() not in name.lower():
         return False
     if query.version not in (None, LATEST) and version_of(entry) != query.version:
         return False

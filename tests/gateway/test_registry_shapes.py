@@ -259,3 +259,18 @@ def test_api_listing_shows_what_policies_open_with_catalog_text_and_status() -> 
     names = [s["name"] for s in registry.server_listings(open_directory, dev, "")]
     assert names == ["secret", "weather"]
     assert registry.server_listings(open_directory, dev, "")[0]["ready"] is None
+
+
+def test_a_walk_survives_entries_coming_and_going() -> None:
+    first = registry.server_list(
+        [entry(n) for n in ("a", "b", "c", "d")], registry.parse_list_query({"limit": "2"})
+    )
+    assert [s["server"]["name"] for s in first["servers"]] == ["tools/a", "tools/b"]
+    changed = [entry(n) for n in ("a", "aa", "c", "d", "e")]
+    query = {"limit": "2", "cursor": first["metadata"]["nextCursor"]}
+    second = registry.server_list(changed, registry.parse_list_query(query))
+    assert [s["server"]["name"] for s in second["servers"]] == ["tools/c", "tools/d"]
+    query["cursor"] = second["metadata"]["nextCursor"]
+    third = registry.server_list(changed, registry.parse_list_query(query))
+    assert [s["server"]["name"] for s in third["servers"]] == ["tools/e"]
+    assert "nextCursor" not in third["metadata"]
