@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,28 @@ class Cluster:
         if check and result.returncode != 0:
             raise ClusterError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result
+
+    def wait_established(self, names: list[str], timeout: float) -> None:
+        """Waits until every named CustomResourceDefinition is Established.
+
+        Polls the condition itself: `kubectl wait` fails at once, instead of waiting, when it
+        reads a CRD whose status has no conditions yet (just after it was created)."""
+        query = '{.status.conditions[?(@.type=="Established")].status}'
+        deadline = time.monotonic() + timeout
+        pending = list(names)
+        while pending:
+            result = self.run_kubectl(
+                "get", "crd", pending[0], "-o", f"jsonpath={query}", check=False
+            )
+            if result.returncode == 0 and result.stdout.strip() == "True":
+                pending.pop(0)
+                continue
+            if time.monotonic() > deadline:
+                detail = result.stderr.strip() or f"Established is {result.stdout.strip()!r}"
+                raise ClusterError(
+                    f"CRD {pending[0]} not Established within {timeout:g}s: {detail}"
+                )
+            time.sleep(0.1)
 
 
 def existing_cluster(kubeconfig: Path, kubectl: Path, helm: Path) -> Cluster:

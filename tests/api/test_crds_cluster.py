@@ -37,13 +37,7 @@ def crds_installed(k8s_cluster: Cluster) -> Cluster:
         "apply", "--server-side", "--force-conflicts", "--field-manager=corral-tests",
         "-f", str(CRDS_DIR),
     )  # fmt: skip
-    for kind in KINDS:
-        k8s_cluster.run_kubectl(
-            "wait",
-            "--for=condition=Established",
-            f"customresourcedefinition/{kind.crd_name}",
-            f"--timeout={TIMEOUT:.0f}s",
-        )
+    k8s_cluster.wait_established([kind.crd_name for kind in KINDS], TIMEOUT)
     return k8s_cluster
 
 

@@ -256,9 +256,7 @@ def test_crd_cel_rule_rejects_a_bad_object_with_its_message(
     crd = f"customresourcedefinition/widgets.{group}"
     k8s_cluster.run_kubectl("apply", "-f", "-", stdin=json.dumps(widget_crd(group)))
     try:
-        k8s_cluster.run_kubectl(
-            "wait", "--for=condition=Established", crd, f"--timeout={TIMEOUT:.0f}s"
-        )
+        k8s_cluster.wait_established([f"widgets.{group}"], TIMEOUT)
         bad = k8s_cluster.run_kubectl(
             "-n", namespace, "create", "-f", "-", stdin=widget(group, "bad", 5, 2), check=False
         )

@@ -141,9 +141,10 @@ class Stage:
             "apply", "--server-side", "--force-conflicts", "--field-manager=corral-tests",
             "-f", str(CHART / "crds"),
         )  # fmt: skip
-        self.cluster.run_kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"
-        )
+        names = self.cluster.run_kubectl(
+            "get", "crd", "-o", "jsonpath={.items[*].metadata.name}"
+        ).stdout.split()
+        self.cluster.wait_established(names, 60)
         objects = [o for o in self.rendered.objects if o["kind"] in INSTALLED_KINDS]
         self.cluster.run_kubectl(
             "apply", "--server-side", "--field-manager=corral-e2e", "-f", "-",

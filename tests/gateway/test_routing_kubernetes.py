@@ -45,13 +45,7 @@ def crds_installed(k8s_cluster: Cluster) -> Cluster:
         "apply", "--server-side", "--force-conflicts", "--field-manager=corral-tests",
         "-f", str(CRDS_DIR),
     )  # fmt: skip
-    for kind in KINDS:
-        k8s_cluster.run_kubectl(
-            "wait",
-            "--for=condition=Established",
-            f"customresourcedefinition/{kind.crd_name}",
-            "--timeout=120s",
-        )
+    k8s_cluster.wait_established([kind.crd_name for kind in KINDS], 120)
     return k8s_cluster
 
 

@@ -31,11 +31,7 @@ def crds_installed(k8s_cluster: Cluster) -> Cluster:
         "apply", "--server-side", "--force-conflicts", "--field-manager=corral-tests",
         "-f", str(CHART / "crds"),
     )  # fmt: skip
-    k8s_cluster.run_kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s",
-        "customresourcedefinition/clusterkopfpeerings.kopf.dev",
-        "customresourcedefinition/mcpservers.corral.dev",
-    )  # fmt: skip
+    k8s_cluster.wait_established(["clusterkopfpeerings.kopf.dev", "mcpservers.corral.dev"], 60)
     return k8s_cluster
 
 
