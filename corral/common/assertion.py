@@ -14,6 +14,8 @@ plus `client_name`/`client_version` when the gateway knows them.
 from __future__ import annotations
 
 import base64
+import binascii
+import functools
 import hashlib
 import secrets
 import time
@@ -36,6 +38,7 @@ ASSERTION_HEADER = "Corral-Identity-Assertion"
 MAX_LIFETIME_SECONDS = 60
 ALGORITHM = "ES256"
 _COORDINATE_BYTES = 32
+MAX_REMEMBERED_HEADERS = 64
 
 
 class InvalidAssertionError(Exception):
@@ -66,9 +69,16 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+_FROM_URLSAFE = str.maketrans("-_", "+/")
+
+
 def _b64url_decode(text: str) -> bytes:
+    if "+" in text or "/" in text:
+        raise InvalidAssertionError("malformed assertion: bad base64url segment")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return binascii.a2b_base64(
+            (text + "=" * (-len(text) % 4)).translate(_FROM_URLSAFE), strict_mode=True
+        )
     except (ValueError, TypeError) as exc:
         raise InvalidAssertionError("malformed assertion: bad base64url segment") from exc
 
@@ -108,7 +118,6 @@ def mint_assertion(
 ) -> str:
     """Sign an assertion (ES256) for one forwarded request."""
     issued = int(time.time() if now is None else now)
-    header = {"alg": ALGORITHM, "typ": "JWT", "kid": kid or public_jwk(signing_key)["kid"]}
     claims: dict[str, Any] = {
         "iss": issuer,
         "aud": audience,
@@ -126,11 +135,18 @@ def mint_assertion(
         "client_version": client_version,
     }
     claims.update({key: value for key, value in optional.items() if value is not None})
-    signing_input = f"{_b64url(orjson.dumps(header))}.{_b64url(orjson.dumps(claims))}"
+    header = _header_segment(kid or public_jwk(signing_key)["kid"])
+    signing_input = f"{header}.{_b64url(orjson.dumps(claims))}"
     der = signing_key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
     r, s = decode_dss_signature(der)
     signature = r.to_bytes(_COORDINATE_BYTES, "big") + s.to_bytes(_COORDINATE_BYTES, "big")
     return f"{signing_input}.{_b64url(signature)}"
+
+
+@functools.lru_cache(maxsize=64)
+def _header_segment(kid: str) -> str:
+    """The encoded JOSE header for a key: the same for every assertion it signs."""
+    return _b64url(orjson.dumps({"alg": ALGORITHM, "typ": "JWT", "kid": kid}))
 
 
 def _load_jwk(jwk: Mapping[str, Any]) -> ec.EllipticCurvePublicKey:
@@ -169,6 +185,7 @@ class AssertionVerifier:
         self._max_lifetime = max_lifetime
         self._leeway = leeway
         self._clock = clock
+        self._header_keys: dict[str, ec.EllipticCurvePublicKey] = {}
         self._seen: dict[str, int] = {}
         self._seen_order: deque[tuple[int, str]] = deque()
 
@@ -179,7 +196,16 @@ class AssertionVerifier:
         parts = token.split(".")
         if len(parts) != 3:
             raise InvalidAssertionError("malformed assertion: expected three segments")
-        header = self._json(parts[0], "header")
+        key = self._header_keys.get(parts[0]) or self._key_for(parts[0])
+        self._check_signature(key, parts)
+        claims = self._json(parts[1], "claims")
+        self._check_claims(claims)
+        return self._identity(claims)
+
+    def _key_for(self, segment: str) -> ec.EllipticCurvePublicKey:
+        """The key a header names, once its algorithm is checked; remembered per header text
+        (bounded), since one gateway key signs every assertion with the same header."""
+        header = self._json(segment, "header")
         if header.get("alg") != ALGORITHM:
             raise InvalidAssertionError(
                 f"assertion algorithm {header.get('alg')!r} refused: only ES256 is accepted"
@@ -187,10 +213,9 @@ class AssertionVerifier:
         key = self._keys.get(str(header.get("kid")))
         if key is None:
             raise InvalidAssertionError(f"assertion signed with unknown key {header.get('kid')!r}")
-        self._check_signature(key, parts)
-        claims = self._json(parts[1], "claims")
-        self._check_claims(claims)
-        return self._identity(claims)
+        if len(self._header_keys) < MAX_REMEMBERED_HEADERS:
+            self._header_keys[segment] = key
+        return key
 
     @staticmethod
     def _json(segment: str, what: str) -> dict[str, Any]:

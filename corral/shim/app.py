@@ -1,8 +1,9 @@
 """The shim's applications: the MCP endpoint, the admin endpoints, and configuration reload.
 
-Rule: `create_apps(config_path)` builds both aiohttp applications; one `ShimState` is shared and
-its `runtime` is replaced when the file changes (checked every `reloadIntervalSeconds`). A file
-that fails to parse or compile is logged and counted, and the running configuration stays.
+Rule: `serve(config_path)` runs the MCP endpoint on the lean HTTP server (corral.common.httpserver)
+and the admin endpoints on aiohttp, over one `ShimState` (`running_state`) whose `runtime` is
+replaced when the file changes (checked every `reloadIntervalSeconds`). A file that fails to
+parse or compile is logged and counted, and the running configuration stays.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from corral.common.egress import GuardedResolver
+from corral.common.httpserver import LeanServer, Reply, Request, StreamReply
+from corral.shim import proxy
 from corral.shim.config import ConfigError, ShimConfig, load_config
 from corral.shim.metrics import ShimMetrics
-from corral.shim.proxy import STATE, add_routes
 from corral.shim.runtime import Runtime, ShimState, build_runtime
 from corral.shim.shipper import AuditShipper
 
@@ -95,32 +97,30 @@ def _client(config: ShimConfig, resolver: GuardedResolver | None = None) -> aioh
     return aiohttp.ClientSession(connector=connector, timeout=timeout)
 
 
-def create_apps(config_path: Path) -> tuple[web.Application, web.Application]:
-    """The MCP application and the admin application, sharing one state."""
-    text = config_path.read_bytes()
+@contextlib.asynccontextmanager
+async def running_state(config_path: Path) -> AsyncIterator[ShimState]:
+    """The shim's process state, with its clients, audit shipper and configuration watcher."""
+    text = await asyncio.to_thread(config_path.read_bytes)
     config = load_config(config_path)
     metrics = ShimMetrics()
     runtime = build_runtime(config, metrics)
     _log_problems(runtime)
-    app = web.Application(client_max_size=config.limits.max_message_bytes + 1)
-    admin = web.Application()
-    holder: dict[str, ShimState] = {}
-
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        http = _client(config)
-        egress_http = _client(
-            config, GuardedResolver(lambda: state.runtime.config.egress.allowed_networks)
-        )
-        shipper = AuditShipper(config.audit.sink, metrics, http)
-        state = ShimState(
-            runtime=runtime, http=http, egress_http=egress_http, shipper=shipper, metrics=metrics
-        )
-        app[STATE] = state
-        holder["state"] = state
-        shipper.start()
-        watcher = ConfigWatcher(config_path, state, hashlib.sha256(text).digest())
-        task = asyncio.create_task(watcher.run(), name="config watcher")
-        yield
+    http = _client(config)
+    holder: list[ShimState] = []
+    egress_http = _client(
+        config, GuardedResolver(lambda: holder[0].runtime.config.egress.allowed_networks)
+    )
+    shipper = AuditShipper(config.audit.sink, metrics, http)
+    state = ShimState(
+        runtime=runtime, http=http, egress_http=egress_http, shipper=shipper, metrics=metrics
+    )
+    holder.append(state)
+    shipper.start()
+    watcher = ConfigWatcher(config_path, state, hashlib.sha256(text).digest())
+    task = asyncio.create_task(watcher.run(), name="config watcher")
+    try:
+        yield state
+    finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -129,59 +129,61 @@ def create_apps(config_path: Path) -> tuple[web.Application, web.Application]:
         await http.close()
         await egress_http.close()
 
-    app.cleanup_ctx.append(lifecycle)
-    add_routes(app, config.path)
+
+def mcp_server(state: ShimState) -> LeanServer:
+    """The MCP endpoint's server: lean, since every message of the pod crosses it."""
+
+    async def handler(request: Request) -> Reply | StreamReply:
+        return await proxy.handle(state, request)
+
+    return LeanServer(handler, max_body=lambda: state.runtime.config.limits.max_message_bytes)
+
+
+def admin_app(state: ShimState) -> web.Application:
+    """Health, readiness and metrics, on their own port."""
+    admin = web.Application()
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
-        if "state" not in holder:
-            return web.json_response({"status": "starting"}, status=503)
-        problem = await upstream_problem(holder["state"].runtime.config)
+        problem = await upstream_problem(state.runtime.config)
         if problem is not None:
             return web.json_response({"status": "waiting", "reason": problem}, status=503)
         return web.json_response({"status": "ready"})
 
     async def metrics_view(request: web.Request) -> web.Response:
-        body = generate_latest(metrics.registry)
+        body = generate_latest(state.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     admin.router.add_get("/healthz", healthz)
     admin.router.add_get("/readyz", readyz)
     admin.router.add_get("/metrics", metrics_view)
-    return app, admin
+    return admin
 
 
 async def serve(config_path: Path) -> None:
-    """Run both applications until cancelled."""
-    config = load_config(config_path)
-    app, admin = create_apps(config_path)
-    runners = [
-        web.AppRunner(app, access_log=None, handler_cancellation=True),
-        web.AppRunner(admin, access_log=None),
-    ]
-    for runner in runners:
+    """Run the MCP endpoint and the admin endpoints until cancelled."""
+    async with running_state(config_path) as state:
+        config = state.runtime.config
+        server = mcp_server(state)
+        runner = web.AppRunner(admin_app(state), access_log=None)
         await runner.setup()
-    sites = [
-        web.TCPSite(runners[0], config.listen.host, config.listen.port),
-        web.TCPSite(runners[1], config.admin.host, config.admin.port),
-    ]
-    try:
-        for site in sites:
-            await site.start()
-        log.info(
-            "shim for %s/%s: MCP on %s:%d%s, admin on %s:%d, upstream %s",
-            config.server.namespace,
-            config.server.name,
-            config.listen.host,
-            config.listen.port,
-            config.path,
-            config.admin.host,
-            config.admin.port,
-            config.upstream.url,
-        )
-        await asyncio.Event().wait()
-    finally:
-        for runner in reversed(runners):
+        try:
+            await server.start(config.listen.host, config.listen.port)
+            await web.TCPSite(runner, config.admin.host, config.admin.port).start()
+            log.info(
+                "shim for %s/%s: MCP on %s:%d%s, admin on %s:%d, upstream %s",
+                config.server.namespace,
+                config.server.name,
+                config.listen.host,
+                config.listen.port,
+                config.path,
+                config.admin.host,
+                config.admin.port,
+                config.upstream.url,
+            )
+            await asyncio.Event().wait()
+        finally:
+            await server.stop()
             await runner.cleanup()

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from aiohttp import web
-
 from corral.common.assertion import ASSERTION_HEADER, Identity, InvalidAssertionError
 from corral.common.httpclient import ClientFailure, Response
+from corral.common.httpserver import Reply, Request, StreamReply
 from corral.mcp import eras, jsonrpc, sse
 from corral.mcp.jsonrpc import Message, ProtocolError, RequestId
 from corral.mcp.targets import (
@@ -39,8 +38,6 @@ log = logging.getLogger(__name__)
 CLIENT_INFO_META_KEY = "io.modelcontextprotocol/clientInfo"
 REQUEST_ID_HEADER = "X-Request-Id"
 
-STATE = web.AppKey("state", ShimState)
-
 REQUEST_HEADERS = frozenset(
     {
         "accept",
@@ -56,6 +53,8 @@ RESPONSE_HEADERS = frozenset(
     {"content-type", "mcp-session-id", "mcp-protocol-version", "cache-control", "allow"}
 )
 LOCAL_ORIGINS = frozenset({"localhost", "127.0.0.1", "::1"})
+JSON = ("Content-Type", "application/json")
+METHODS = ("POST", "GET", "DELETE")
 
 
 @dataclass
@@ -91,7 +90,7 @@ class Exchange:
 class Refusal(Exception):  # noqa: N818
     """A client message refused by the shim: the HTTP response to send instead."""
 
-    def __init__(self, response: web.Response) -> None:
+    def __init__(self, response: Reply) -> None:
         super().__init__(response.status)
         self.response = response
 
@@ -103,19 +102,17 @@ def rpc_reply(
     request_id: RequestId | None = None,
     data: Any = None,
     headers: Mapping[str, str] | None = None,
-) -> web.Response:
+) -> Reply:
     """An HTTP response whose body is a JSON-RPC error."""
-    return web.Response(
-        status=status,
-        body=jsonrpc.dumps(jsonrpc.error_response(request_id, code, message, data)),
-        content_type="application/json",
-        headers=headers,
+    return Reply(
+        status,
+        jsonrpc.dumps(jsonrpc.error_response(request_id, code, message, data)),
+        [JSON, *(headers or {}).items()],
     )
 
 
-def _start(request: web.Request) -> Exchange:
+def _start(request: Request, state: ShimState) -> Exchange:
     """Verify the identity assertion and open the exchange's audit event."""
-    state = request.app[STATE]
     runtime = state.runtime
     server = runtime.config.server
     event = AuditEvent(
@@ -152,7 +149,7 @@ def _start(request: web.Request) -> Exchange:
     return exchange
 
 
-def _check_origin(request: web.Request, runtime: Runtime) -> None:
+def _check_origin(request: Request, runtime: Runtime) -> None:
     origin = request.headers.get("Origin")
     if not origin:
         return
@@ -171,23 +168,19 @@ def _finish(exchange: Exchange, status: str, http_status: int | None) -> None:
         state.metrics.latency.labels(event.method or "").observe((event.latency_ms or 0) / 1000)
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
+def _body_of(request: Request, limit: int) -> bytes:
+    declared = request.declared_length
+    if declared is not None and declared > limit:
         raise ProtocolError(
             jsonrpc.INVALID_REQUEST,
-            f"message of {request.content_length} bytes exceeds the limit of {limit} bytes",
+            f"message of {declared} bytes exceeds the limit of {limit} bytes",
             http_status=413,
         )
-    too_large = ProtocolError(
-        jsonrpc.INVALID_REQUEST, f"message exceeds the limit of {limit} bytes", http_status=413
-    )
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise too_large from None
-    if len(body) > limit:
-        raise too_large
-    return body
+    if request.oversized or len(request.body) > limit:
+        raise ProtocolError(
+            jsonrpc.INVALID_REQUEST, f"message exceeds the limit of {limit} bytes", http_status=413
+        )
+    return request.body
 
 
 def _refuse(exchange: Exchange, error: ProtocolError, status: str) -> Refusal:
@@ -196,11 +189,11 @@ def _refuse(exchange: Exchange, error: ProtocolError, status: str) -> Refusal:
     return Refusal(rpc_reply(error.http_status, error.code, error.message, error.request_id))
 
 
-async def _admit(request: web.Request, exchange: Exchange) -> bytes:
+async def _admit(request: Request, exchange: Exchange) -> bytes:
     """Everything a client message must pass; returns the body to forward."""
     runtime = exchange.runtime
     try:
-        body = await _read_body(request, runtime.config.limits.max_message_bytes)
+        body = _body_of(request, runtime.config.limits.max_message_bytes)
         message = jsonrpc.parse_message(body, max_bytes=runtime.config.limits.max_message_bytes)
         headers = {k.lower(): v for k, v in request.headers.items()}
         if eras.era_of(headers, message) is eras.Era.STATELESS:
@@ -296,7 +289,7 @@ async def _request_filters(exchange: Exchange, message: Message, body: bytes) ->
     return jsonrpc.dumps(outcome.message)
 
 
-def _forward_headers(request: web.Request, runtime: Runtime) -> dict[str, str]:
+def _forward_headers(request: Request, runtime: Runtime) -> dict[str, str]:
     headers = {
         name: value
         for name, value in request.headers.items()
@@ -307,16 +300,33 @@ def _forward_headers(request: web.Request, runtime: Runtime) -> dict[str, str]:
     return headers
 
 
-def _response_headers(upstream: Response) -> dict[str, str]:
-    return {k: v for k, v in upstream.headers.items() if k in RESPONSE_HEADERS}
+def _response_headers(upstream: Response) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in upstream.headers.items() if k in RESPONSE_HEADERS]
 
 
-async def handle_post(request: web.Request) -> web.StreamResponse:
+async def handle(state: ShimState, request: Request) -> Reply | StreamReply:
+    """The MCP endpoint: POST a message, GET the server's stream, DELETE a session."""
+    if request.path != state.runtime.config.path:
+        return Reply(404, b"no MCP endpoint at this path", [("Content-Type", "text/plain")])
     try:
-        exchange = _start(request)
-        body = await _admit(request, exchange)
+        if request.method == "POST":
+            return await _handle_post(state, request)
+        if request.method == "GET":
+            return await _handle_get(state, request)
+        if request.method == "DELETE":
+            return await _handle_delete(state, request)
     except Refusal as refusal:
         return refusal.response
+    return Reply(
+        405,
+        b"method not allowed",
+        [("Content-Type", "text/plain"), ("Allow", ", ".join(METHODS))],
+    )
+
+
+async def _handle_post(state: ShimState, request: Request) -> Reply | StreamReply:
+    exchange = _start(request, state)
+    body = await _admit(request, exchange)
     message = exchange.request
     assert message is not None
     if message.is_request and exchange.session_id is not None and message.method is not None:
@@ -324,20 +334,14 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
     return await _relay(request, exchange, "POST", body)
 
 
-async def handle_get(request: web.Request) -> web.StreamResponse:
-    try:
-        exchange = _start(request)
-    except Refusal as refusal:
-        return refusal.response
+async def _handle_get(state: ShimState, request: Request) -> Reply | StreamReply:
+    exchange = _start(request, state)
     exchange.event.method = "GET stream"
     return await _relay(request, exchange, "GET", None)
 
 
-async def handle_delete(request: web.Request) -> web.StreamResponse:
-    try:
-        exchange = _start(request)
-    except Refusal as refusal:
-        return refusal.response
+async def _handle_delete(state: ShimState, request: Request) -> Reply | StreamReply:
+    exchange = _start(request, state)
     exchange.event.method = "DELETE session"
     response = await _relay(request, exchange, "DELETE", None)
     if exchange.session_id is not None and response.status < 300:
@@ -346,8 +350,8 @@ async def handle_delete(request: web.Request) -> web.StreamResponse:
 
 
 async def _relay(
-    request: web.Request, exchange: Exchange, method: str, body: bytes | None
-) -> web.StreamResponse:
+    request: Request, exchange: Exchange, method: str, body: bytes | None
+) -> Reply | StreamReply:
     runtime = exchange.runtime
     headers = _forward_headers(request, runtime)
     if runtime.tokens is not None:
@@ -382,7 +386,8 @@ async def _relay(
         return rpc_reply(
             502, jsonrpc.UPSTREAM_UNAVAILABLE, "the MCP server is unreachable", request_id
         )
-    async with upstream:
+    streaming = False
+    try:
         session_id = upstream.headers.get("mcp-session-id")
         if session_id is not None and exchange.session_id is None:
             exchange.state.owners.bind(session_id, exchange.identity.subject)
@@ -392,11 +397,17 @@ async def _relay(
             exchange.session_id = session_id
             exchange.event.session_id = session_id
         if upstream.content_type == "text/event-stream":
-            return await _relay_stream(request, exchange, upstream)
+            events = _relay_stream(exchange, upstream)
+            await anext(events)  # started: closing it now finishes the audit and the upstream
+            streaming = True
+            return StreamReply(upstream.status, events, _response_headers(upstream))
         return await _relay_whole(exchange, upstream)
+    finally:
+        if not streaming:
+            upstream.release()
 
 
-async def _relay_whole(exchange: Exchange, upstream: Response) -> web.Response:
+async def _relay_whole(exchange: Exchange, upstream: Response) -> Reply:
     try:
         data = await upstream.read()
     except ClientFailure as exc:
@@ -414,7 +425,7 @@ async def _relay_whole(exchange: Exchange, upstream: Response) -> web.Response:
             data = jsonrpc.dumps(await _outbound(exchange, message))
     status = _status_of(exchange, upstream.status)
     _finish(exchange, status, upstream.status)
-    return web.Response(status=upstream.status, body=data, headers=headers)
+    return Reply(upstream.status, data, headers)
 
 
 def _status_of(exchange: Exchange, http_status: int) -> str:
@@ -423,25 +434,25 @@ def _status_of(exchange: Exchange, http_status: int) -> str:
     return "ok" if http_status < 400 else "error"
 
 
-async def _relay_stream(
-    request: web.Request, exchange: Exchange, upstream: Response
-) -> web.StreamResponse:
-    response = web.StreamResponse(status=upstream.status, headers=_response_headers(upstream))
-    await response.prepare(request)
+async def _relay_stream(exchange: Exchange, upstream: Response) -> AsyncIterator[bytes]:
+    """The server's event stream, event by event through `_outbound`; yields b"" first so the
+    caller can start it (a started generator always runs its cleanup when closed)."""
     parser = sse.SSEParser()
     status = "incomplete"
     try:
+        yield b""
         async for chunk in upstream.chunks():
             for event in parser.feed(chunk):
-                await response.write(await _outbound_event(exchange, event))
+                yield await _outbound_event(exchange, event)
         status = _status_of(exchange, upstream.status)
-    except (ConnectionResetError, ClientFailure) as exc:
+    except ClientFailure as exc:
         log.info("stream for %s ended early: %s", exchange.event.method, exc)
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, GeneratorExit):
         _finish(exchange, "client_closed", upstream.status)
         raise
+    finally:
+        upstream.release()
     _finish(exchange, status, upstream.status)
-    return response
 
 
 async def _outbound_event(exchange: Exchange, event: sse.SSEEvent) -> bytes:
@@ -550,10 +561,3 @@ def _record_server_message(exchange: Exchange, message: Message) -> None:
     )
     server_event.finish("ok")
     exchange.state.shipper.submit(server_event.to_dict())
-
-
-def add_routes(app: web.Application, path: str) -> None:
-    """The MCP endpoint's routes."""
-    app.router.add_post(path, handle_post)
-    app.router.add_get(path, handle_get)
-    app.router.add_delete(path, handle_delete)
