@@ -245,30 +245,31 @@ class AssertionVerifier:
 
     def _check_claims(self, claims: Mapping[str, Any]) -> None:
         now = int(self._clock())
-        if claims.get("iss") != self._issuer:
-            raise InvalidAssertionError(f"assertion issuer {claims.get('iss')!r} is not trusted")
+        issuer = claims.get("iss")
+        if issuer != self._issuer:
+            raise InvalidAssertionError(f"assertion issuer {issuer!r} is not trusted")
         audience = claims.get("aud")
-        audiences = audience if isinstance(audience, list) else [audience]
-        if audiences != [self._audience]:
+        if audience != self._audience and audience != [self._audience]:
             raise InvalidAssertionError(
                 f"assertion audience {audience!r} is not this server ({self._audience})"
             )
-        times = {name: claims.get(name) for name in ("exp", "nbf", "iat")}
-        if not all(isinstance(value, int) for value in times.values()):
+        exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
+        if not (isinstance(exp, int) and isinstance(nbf, int) and isinstance(iat, int)):
             raise InvalidAssertionError("assertion needs integer exp, nbf and iat claims")
-        exp, nbf, iat = int(claims["exp"]), int(claims["nbf"]), int(claims["iat"])
-        if exp <= now - self._leeway:
+        leeway = self._leeway
+        if exp <= now - leeway:
             raise InvalidAssertionError("assertion expired")
-        if nbf > now + self._leeway or iat > now + self._leeway:
+        if nbf > now + leeway or iat > now + leeway:
             raise InvalidAssertionError("assertion not valid yet")
         if exp - min(iat, nbf) > self._max_lifetime:
             raise InvalidAssertionError(
                 f"assertion lifetime exceeds {self._max_lifetime}s: the gateway must mint "
                 "short-lived assertions"
             )
-        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
             raise InvalidAssertionError("assertion has no subject")
-        self._check_jti(claims.get("jti"), exp, now)
+        self._check_jti(claims.get("jti"), int(exp), now)
 
     def _check_jti(self, jti: Any, exp: int, now: int) -> None:
         if not isinstance(jti, str) or not jti:
@@ -283,23 +284,20 @@ class AssertionVerifier:
         order.append((until, jti))
 
     @staticmethod
-    def _identity(claims: Mapping[str, Any]) -> Identity:
+    def _identity(claims: dict[str, Any]) -> Identity:
         groups = claims.get("groups") or []
-        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        if not isinstance(groups, list) or not all(type(g) is str for g in groups):
             raise InvalidAssertionError("assertion groups must be a list of strings")
-
-        def text(name: str) -> str | None:
-            value = claims.get(name)
-            return value if isinstance(value, str) else None
-
+        email, client_id = claims.get("email"), claims.get("client_id")
+        name, version = claims.get("client_name"), claims.get("client_version")
         return Identity(
             subject=claims["sub"],
-            email=text("email"),
+            email=email if isinstance(email, str) else None,
             groups=tuple(groups),
-            client_id=text("client_id"),
-            client_name=text("client_name"),
-            client_version=text("client_version"),
+            client_id=client_id if isinstance(client_id, str) else None,
+            client_name=name if isinstance(name, str) else None,
+            client_version=version if isinstance(version, str) else None,
             jti=claims["jti"],
             expires_at=int(claims["exp"]),
-            claims=dict(claims),
+            claims=claims,
         )

@@ -33,7 +33,8 @@ _REASONS = {status.value: status.phrase for status in http.HTTPStatus}
 
 @dataclass
 class Request:
-    """One request: its head, and its body read whole (empty when ``oversized``)."""
+    """One request: its head (header names lower-cased), and its body read whole (empty when
+    ``oversized``)."""
 
     method: str
     target: str
@@ -149,7 +150,9 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._count(len(name) + len(value))
-        self._headers.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
+        self._headers.append(
+            (name.decode("latin-1").lower(), value.decode("utf-8", "surrogateescape"))
+        )
 
     def on_headers_complete(self) -> None:
         self._current = request = self._request()

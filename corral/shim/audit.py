@@ -10,8 +10,9 @@ payloads are `none` (left out), `metadata` (argument names and result size only)
 from __future__ import annotations
 
 import copy
+import re
+import secrets
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,13 +23,14 @@ import orjson
 PayloadMode = Literal["none", "metadata", "full"]
 REDACTED = "[REDACTED]"
 MAX_REQUEST_ID = 128
+_REQUEST_ID = re.compile(f"[!-~]{{1,{MAX_REQUEST_ID}}}")
 
 
 def http_request_id(presented: str | None) -> str:
     """The caller's ``X-Request-Id`` when it is 1-128 visible ASCII characters, else a new id."""
-    if presented and len(presented) <= MAX_REQUEST_ID and all("!" <= c <= "~" for c in presented):
+    if presented and _REQUEST_ID.fullmatch(presented) is not None:
         return presented
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
 def parse_path(path: str) -> tuple[str, ...]:
@@ -104,7 +106,7 @@ class AuditEvent:
     http_status: int | None = None
     started: float = field(default_factory=time.monotonic)
     time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=lambda: secrets.token_hex(16))
     latency_ms: float | None = None
 
     def finish(self, status: str, http_status: int | None = None) -> None:

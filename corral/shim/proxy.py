@@ -195,9 +195,8 @@ async def _admit(request: Request, exchange: Exchange) -> bytes:
     try:
         body = _body_of(request, runtime.config.limits.max_message_bytes)
         message = jsonrpc.parse_message(body, max_bytes=runtime.config.limits.max_message_bytes)
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        if eras.era_of(headers, message) is eras.Era.STATELESS:
-            eras.check_stateless_headers(headers, message)
+        if eras.era_of(request.headers, message) is eras.Era.STATELESS:
+            eras.check_stateless_headers(request.headers, message)
     except ProtocolError as error:
         raise _refuse(exchange, error, "refused") from None
     exchange.request = message
@@ -293,7 +292,7 @@ def _forward_headers(request: Request, runtime: Runtime) -> dict[str, str]:
     headers = {
         name: value
         for name, value in request.headers.items()
-        if name.lower() in REQUEST_HEADERS or name.lower().startswith("mcp-param-")
+        if name in REQUEST_HEADERS or name.startswith("mcp-param-")
     }
     headers["Accept-Encoding"] = "identity"
     headers.update(runtime.config.upstream.headers)
@@ -422,7 +421,9 @@ async def _relay_whole(exchange: Exchange, upstream: Response) -> Reply:
     if data and upstream.content_type == "application/json":
         message = jsonrpc.parse_trusted(data)
         if message is not None:
-            data = jsonrpc.dumps(await _outbound(exchange, message))
+            outbound = await _outbound(exchange, message)
+            if outbound is not message.body:  # changed by a filter or the list filter
+                data = jsonrpc.dumps(outbound)
     status = _status_of(exchange, upstream.status)
     _finish(exchange, status, upstream.status)
     return Reply(upstream.status, data, headers)

@@ -95,6 +95,7 @@ async def test_requests_on_one_connection_get_their_answers(
     assert [r.method for r in recorder.requests] == ["POST"] * 3
     assert recorder.requests[0].path == "/mcp"
     assert recorder.requests[0].headers["content-type"].startswith("text/plain")
+    assert all(name == name.lower() for name in recorder.requests[0].headers)
 
 
 async def test_pipelined_requests_are_answered_in_order(
