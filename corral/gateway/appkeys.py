@@ -30,7 +30,7 @@ async def require_principal(request: web.Request) -> Principal:
     if token is not None:
         principal = await request.app[AUTHENTICATOR].authenticate(token)
     result = "ok" if principal is not None else "missing" if token is None else "invalid"
-    request.app[METRICS].authentications.labels(result).inc()
+    request.app[METRICS].count_authentication(result)
     if principal is None:
         raise unauthorized(
             settings.public_base_url, API_RESOURCE, token_presented=token is not None

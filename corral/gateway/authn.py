@@ -1,9 +1,10 @@
 """Who is calling: a bearer token in, a ``Principal`` (or None) out.
 
 Every authenticator keeps the request path free of database calls: the API-key authenticator
-answers from an in-memory cache and asks Postgres only on a miss. A cached answer lives at most
-``ttl`` seconds, which bounds how long a revoked key keeps working on a replica; replicas that
-``listen`` also drop a revoked key the moment Postgres delivers the revocation notice.
+answers from an in-memory cache (one SHA-256 of the presented token and a dict lookup) and asks
+Postgres only on a miss. A cached answer lives at most ``ttl`` seconds, which bounds how long a
+revoked key keeps working on a replica; replicas that ``listen`` also drop a revoked key the
+moment Postgres delivers the revocation notice.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, Protocol
 
 import asyncpg
 
+from corral.api.policy import Caller
 from corral.store import api_keys
 
 Clock = Callable[[], float]
@@ -41,6 +44,11 @@ class Principal:
 
     def expired_at(self, now: datetime) -> bool:
         return self.expires_at is not None and now >= self.expires_at
+
+    @cached_property
+    def caller(self) -> Caller:
+        """The caller as access policies see it (built once per principal)."""
+        return Caller(self.user, self.email, frozenset(self.groups))
 
 
 class Authenticator(Protocol):
@@ -74,6 +82,8 @@ class ApiKeyAuthenticator:
     Both hits and misses are cached (a miss for a shorter time) so a flood of bad keys reaches
     Postgres at most once per distinct key per ``negative_ttl``. Concurrent misses for the same
     key share one lookup. Expiry is checked on every hit. ``lookups`` counts database lookups.
+    The cache is keyed by SHA-256 of the whole presented token (never the token itself), so a
+    hit needs no parsing; only a miss parses the key.
     """
 
     def __init__(
@@ -102,15 +112,17 @@ class ApiKeyAuthenticator:
         self.lookups = 0
 
     async def authenticate(self, token: str) -> Principal | None:
-        presented = api_keys.parse_key(token)
-        if presented is None:
-            return None
-        cache_key = presented.prefix.encode() + presented.secret_hash
+        cache_key = hashlib.sha256(token.encode()).digest()
         entry = self._cache.get(cache_key)
         if entry is None or entry.fresh_until <= self._clock():
+            presented = api_keys.parse_key(token)
+            if presented is None:
+                return None
             entry = await self._load_once(cache_key, presented)
         principal = entry.principal
-        if principal is None or principal.expired_at(self._wall_clock()):
+        if principal is None:
+            return None
+        if principal.expires_at is not None and principal.expired_at(self._wall_clock()):
             return None
         return principal
 

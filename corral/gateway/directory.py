@@ -6,6 +6,12 @@ which builds one from the same manifests); a Kubernetes watch cache implements t
 The directory also holds the compiled AccessPolicies, for the gateway's early "could any rule
 let this caller in" check, and, for the registry listings (``corral.gateway.registry``), every
 server with its last observed status and the catalog of MCPCatalogEntries.
+
+A ``StaticDirectory`` is immutable, so it remembers each early-check decision per caller and
+server (bounded; callers carrying claims are not remembered, since claims take no part in a
+caller's equality). Directories that change (the Kubernetes watch cache, ``corral dev``) build a
+new ``StaticDirectory`` on every change of servers or policies, which starts with no
+remembered decisions: a policy change takes effect on the next request.
 """
 
 from __future__ import annotations
@@ -98,6 +104,9 @@ class ServerDirectory(Protocol):
         ...
 
 
+MAX_REMEMBERED_DECISIONS = 10_000
+
+
 class StaticDirectory:
     """A fixed set of servers and, optionally, the AccessPolicies that govern them, the
     catalog entries, and the servers' statuses."""
@@ -115,6 +124,7 @@ class StaticDirectory:
         self._policies = policies
         self._catalog = tuple(sorted(catalog, key=catalog_key))
         self._statuses = dict(statuses or {})
+        self._decisions: dict[tuple[Caller, str, str], tuple[ServerEntry, Decision]] = {}
 
     def lookup(self, namespace: str, name: str) -> ServerEntry | None:
         return self._servers.get((namespace, name))
@@ -122,7 +132,17 @@ class StaticDirectory:
     def may_access(self, caller: Caller, server: ServerEntry) -> Decision | None:
         if self._policies is None:
             return None
-        return self._policies.may_access(caller, server.ref)
+        if caller.claims:
+            return self._policies.may_access(caller, server.ref)
+        key = (caller, server.namespace, server.name)
+        remembered = self._decisions.get(key)
+        if remembered is not None and remembered[0] is server:
+            return remembered[1]
+        decision = self._policies.may_access(caller, server.ref)
+        if len(self._decisions) >= MAX_REMEMBERED_DECISIONS:
+            self._decisions.clear()
+        self._decisions[key] = (server, decision)
+        return decision
 
     def owns_instance(self, server: ServerEntry, instance: str) -> bool:
         return instance == server.shim_url

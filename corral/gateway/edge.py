@@ -5,7 +5,7 @@
   path trick can never reach another server.
 - ``origin_allowed``: DNS-rebinding defence. An absent ``Origin`` (non-browser clients) passes;
   a present one must be the gateway's own origin or listed in ``allowedOrigins``.
-- ``request_id``: accept a well-formed ``X-Request-Id`` or generate one.
+- ``request_id``: accept a well-formed ``X-Request-Id`` or generate one (128 random bits, hex).
 - ``RateLimiter``: a token bucket per user. The limit is per replica: with N replicas behind a
   load balancer a user may reach up to N times the configured rate. It keeps no shared state
   on purpose (the hot path makes no network call); size ``ratePerSecond`` for one replica.
@@ -14,8 +14,8 @@
 from __future__ import annotations
 
 import re
+import secrets
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -55,7 +55,7 @@ def request_id(presented: str | None) -> str:
     """The caller's request id when well formed, otherwise a new one."""
     if presented is not None and _REQUEST_ID.fullmatch(presented):
         return presented
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Ensure-running: the instance that serves a caller, started or woken when needed.
 
 Rule: the router asks an ``InstanceManager`` for the shim URL before forwarding a request that
-starts a session or carries none. Static servers always run (``AlwaysRunning``). The Kubernetes
+starts a session or carries none: first ``running`` (no waiting, no I/O: the URL when the
+instance is known to be up), and only when that says None, ``ensure_running`` under the
+server's startup timeout. Static servers always run (``AlwaysRunning``). The Kubernetes
 implementation (creating a perUser ``MCPServerInstance``, scaling a server up from zero and
 waking a shared server scaled to zero, waiting for Ready within ``startupTimeout``) plugs in
 here; ``InstanceStarting`` becomes 503 with ``Retry-After``. After forwarding, the router tells
@@ -32,6 +34,11 @@ class InstanceManager(Protocol):
     """Returns the shim URL of a running instance of ``server`` for ``principal``, and hears
     of each use of it."""
 
+    def running(self, server: ServerEntry, principal: Principal) -> str | None:
+        """The shim URL when the instance is known to be ready now, else None (then call
+        ``ensure_running``); must not block."""
+        ...
+
     async def ensure_running(self, server: ServerEntry, principal: Principal) -> str: ...
 
     def record(
@@ -43,6 +50,9 @@ class InstanceManager(Protocol):
 
 class AlwaysRunning:
     """Static servers: the configured shim is the instance, and it is always up."""
+
+    def running(self, server: ServerEntry, principal: Principal) -> str | None:
+        return server.shim_url
 
     async def ensure_running(self, server: ServerEntry, principal: Principal) -> str:
         return server.shim_url

@@ -427,6 +427,19 @@ class KubernetesInstances:
         if tools is not None:
             self.activity.note(parent, tools)
 
+    def running(self, server: ServerEntry, principal: Principal) -> str | None:
+        if server.tenancy == "shared":
+            state = self._directory.state(server.namespace, server.name)
+            if state is None or state.ready or not (state.asleep or state.starting):
+                return server.shim_url
+            return None
+        entry = self._directory.instance(
+            server.namespace, instance_name(server.name, principal.user)
+        )
+        if entry is None or not entry.ready:
+            return None
+        return entry.endpoint
+
     async def ensure_running(self, server: ServerEntry, principal: Principal) -> str:
         if server.tenancy == "shared":
             return await self._shared(server)

@@ -12,6 +12,11 @@ to a ``tools/list`` is also copied, bounded, and its tool names recorded once it
 
 A POST body (one JSON-RPC message) is read whole, bounded by ``max_body_bytes`` and
 ``body_timeout``, before it is forwarded; responses and SSE streams are never buffered.
+
+The path is kept lean because every forwarded call pays it: the API key, the early policy
+decision and a presented session id are each answered from a cache that keeps the order and
+meaning of the checks above (see ``corral.gateway.authn``, ``directory`` and ``sessions``); a
+body that has fully arrived and an instance known to be up need no timer.
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from corral.api.policy import Caller
 from corral.common.assertion import ASSERTION_HEADER
 from corral.common.httpclient import ClientFailure, PoolSet, Response
 from corral.gateway.activity import MAX_CAPTURE_BYTES, tool_names, tools_list_id
@@ -37,6 +41,7 @@ from corral.gateway.bearer import bearer_token, challenge
 from corral.gateway.directory import ServerDirectory, ServerEntry
 from corral.gateway.edge import RateLimiter, origin_allowed, origin_of, request_id, valid_route
 from corral.gateway.instances import InstanceManager, InstanceStarting
+from corral.gateway.metrics import GatewayMetrics
 from corral.gateway.sessions import SessionCodec
 from corral.gateway.settings import RoutingSettings
 from corral.gateway.signing import AssertionSigner
@@ -71,7 +76,7 @@ class Refused(Exception):  # noqa: N818
         self.headers = dict(headers or {})
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """One MCP request in flight: who, where, and what to log about it."""
 
@@ -118,8 +123,10 @@ async def mcp_endpoint(request: web.Request) -> web.StreamResponse:
     call = Call(
         request_id(request.headers.get(REQUEST_ID_HEADER)), request.method, time.monotonic()
     )
+    app = request.app
+    metrics = app[METRICS]
     try:
-        response = await _serve(request, call)
+        response = await _serve(request, app[ROUTER], metrics, call)
     except Refused as refused:
         call.status = refused.status
         response = _error_reply(refused)
@@ -128,7 +135,7 @@ async def mcp_endpoint(request: web.Request) -> web.StreamResponse:
             await response.prepare(request)
             await response.write_eof()
             request.protocol.force_close()
-    _record(request, call)
+    _record(metrics, call)
     return response
 
 
@@ -139,9 +146,8 @@ def _error_reply(refused: Refused) -> web.Response:
     )
 
 
-def _record(request: web.Request, call: Call) -> None:
-    metrics = request.app[METRICS]
-    metrics.mcp_requests.labels(call.method, str(call.status)).inc()
+def _record(metrics: GatewayMetrics, call: Call) -> None:
+    metrics.count_mcp_request(call.method, call.status)
     if not log.isEnabledFor(logging.INFO):
         return
     elapsed_ms = round((time.monotonic() - call.started) * 1000, 3)
@@ -156,8 +162,9 @@ def _record(request: web.Request, call: Call) -> None:
     log.info("mcp %s %s -> %d", call.method, call.route, call.status, extra={"fields": fields})
 
 
-async def _serve(request: web.Request, call: Call) -> web.StreamResponse:
-    router = request.app[ROUTER]
+async def _serve(
+    request: web.Request, router: Router, metrics: GatewayMetrics, call: Call
+) -> web.StreamResponse:
     route = valid_route(request.raw_path)
     if route is None:
         raise Refused(404, jsonrpc.INVALID_REQUEST, "no MCP server at this path")
@@ -166,7 +173,7 @@ async def _serve(request: web.Request, call: Call) -> web.StreamResponse:
     origin = request.headers.get("Origin")
     if not origin_allowed(origin, router.allowed_origins):
         raise Refused(403, jsonrpc.INVALID_REQUEST, f"origin {origin!r} is not allowed")
-    principal = await _authenticate(request, router, namespace, name)
+    principal = await _authenticate(request, router, metrics, namespace, name)
     call.user = principal.user
     wait = router.limiter.take(principal.user)
     if wait > 0:
@@ -180,19 +187,19 @@ async def _serve(request: web.Request, call: Call) -> web.StreamResponse:
     body = await _read_body(request, router.settings) if request.method == "POST" else None
     instance, upstream_session = await _instance_for(request, router, server, principal)
     return await _forward(
-        request, router, call, server, principal, instance, upstream_session, body
+        request, router, metrics, call, server, principal, instance, upstream_session, body
     )
 
 
 async def _authenticate(
-    request: web.Request, router: Router, namespace: str, name: str
+    request: web.Request, router: Router, metrics: GatewayMetrics, namespace: str, name: str
 ) -> Principal:
     token = bearer_token(request)
     principal = None
     if token is not None:
         principal = await request.app[AUTHENTICATOR].authenticate(token)
     result = "ok" if principal is not None else "missing" if token is None else "invalid"
-    request.app[METRICS].authentications.labels(result).inc()
+    metrics.count_authentication(result)
     if principal is None:
         presented = token is not None
         value = challenge(router.base_url, f"/mcp/{namespace}/{name}", token_presented=presented)
@@ -211,8 +218,7 @@ def _authorize(router: Router, principal: Principal, namespace: str, name: str) 
             jsonrpc.ACCESS_DENIED,
             f"this credential is limited to other servers than {namespace}/{name}",
         )
-    caller = Caller(principal.user, principal.email, frozenset(principal.groups))
-    decision = router.directory.may_access(caller, server)
+    decision = router.directory.may_access(principal.caller, server)
     if decision is not None and not decision.allowed:
         raise Refused(
             403, jsonrpc.ACCESS_DENIED, f"no access policy lets you use {namespace}/{name}"
@@ -222,9 +228,15 @@ def _authorize(router: Router, principal: Principal, namespace: str, name: str) 
 
 async def _read_body(request: web.Request, settings: RoutingSettings) -> bytes:
     limit = settings.max_body_bytes
-    too_large = Refused(413, jsonrpc.INVALID_REQUEST, f"the body exceeds {limit} bytes")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
+    length = request.content_length
+    if length is not None and length > limit:
+        raise _too_large(limit)
+    content = request.content
+    if content.is_eof():
+        body = content.read_nowait()
+        if len(body) > limit:
+            raise _too_large(limit)
+        return body
     try:
         async with asyncio.timeout(settings.body_timeout):
             body = await request.content.read(limit + 1)
@@ -238,8 +250,12 @@ async def _read_body(request: web.Request, settings: RoutingSettings) -> bytes:
             close=True,
         ) from None
     if len(body) > limit:
-        raise too_large
+        raise _too_large(limit)
     return body
+
+
+def _too_large(limit: int) -> Refused:
+    return Refused(413, jsonrpc.INVALID_REQUEST, f"the body exceeds {limit} bytes")
 
 
 async def _instance_for(
@@ -256,6 +272,9 @@ async def _instance_for(
         ):
             raise Refused(404, jsonrpc.INVALID_REQUEST, "unknown session: initialize a new one")
         return ref.instance, ref.upstream_id
+    running = router.instances.running(server, principal)
+    if running is not None:
+        return running, None
     try:
         async with asyncio.timeout(server.startup_timeout):
             return await router.instances.ensure_running(server, principal), None
@@ -279,11 +298,11 @@ def _upstream_headers(
     principal: Principal,
     upstream_session: str | None,
 ) -> dict[str, str]:
-    headers = {
-        name: value
-        for name, value in request.headers.items()
-        if name.lower() in FORWARDED_REQUEST_HEADERS or name.lower().startswith("mcp-param-")
-    }
+    headers: dict[str, str] = {}
+    for name, value in request.headers.items():
+        lower = name.lower()
+        if lower in FORWARDED_REQUEST_HEADERS or lower.startswith("mcp-param-"):
+            headers[name] = value
     headers[ASSERTION_HEADER] = router.signer.mint(principal, server.audience)
     headers[REQUEST_ID_HEADER] = call.request_id
     headers["Accept-Encoding"] = "identity"
@@ -295,6 +314,7 @@ def _upstream_headers(
 async def _forward(
     request: web.Request,
     router: Router,
+    metrics: GatewayMetrics,
     call: Call,
     server: ServerEntry,
     principal: Principal,
@@ -318,7 +338,7 @@ async def _forward(
             502, jsonrpc.UPSTREAM_UNAVAILABLE, f"the MCP server {server.route} is unreachable"
         ) from None
     async with upstream:
-        request.app[METRICS].mcp_seconds.observe(time.monotonic() - call.started)
+        metrics.mcp_seconds.observe(time.monotonic() - call.started)
         returned = _returned_headers(
             request, router, upstream, server, principal, instance, upstream_session
         )

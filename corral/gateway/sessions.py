@@ -9,6 +9,12 @@ allow rotation: the first one seals, every one opens.
 An id that does not open, is too old, or belongs to another user is "unknown" to the caller:
 the gateway answers 404 as the MCP transport does for sessions it does not recognise, so an id
 taken from someone else reveals nothing and is never authentication.
+
+The same id comes back on every request of a session, so a codec remembers the last ids it
+sealed or opened (bounded, least recently used first out), keyed by the presented text and
+the route: a remembered id is not decrypted again, but its age is checked on every use, and
+the caller still checks the user and the instance on every request. Ids that fail to open are
+never remembered, so a flood of bad ids cannot push good ones out.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import base64
 import hashlib
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 VERSION = "v1"
 KEY_BYTES = 32
 NONCE_BYTES = 12
+MAX_REMEMBERED = 4096
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,7 @@ class SessionCodec:
         *,
         max_age: float = 24 * 3600,
         clock: Callable[[], float] = time.time,
+        remembered: int = MAX_REMEMBERED,
     ) -> None:
         if not keys:
             raise ValueError("no session keys configured: give at least one 32-byte key")
@@ -65,6 +74,8 @@ class SessionCodec:
         self._sealing = key_id(keys[0])
         self._max_age = max_age
         self._clock = clock
+        self._remembered_max = remembered
+        self._opened: OrderedDict[tuple[str, str], SessionRef] = OrderedDict()
 
     def seal(self, ref: SessionRef, route: str) -> str:
         """The id to hand the client for ``ref`` on ``route`` (``namespace/server``)."""
@@ -74,7 +85,9 @@ class SessionCodec:
         nonce = os.urandom(NONCE_BYTES)
         sealed = self._ciphers[self._sealing].encrypt(nonce, plain, route.encode())
         body = base64.urlsafe_b64encode(nonce + sealed).rstrip(b"=").decode()
-        return f"{VERSION}.{self._sealing}.{body}"
+        session_id = f"{VERSION}.{self._sealing}.{body}"
+        self._remember((session_id, route), ref)
+        return session_id
 
     def new_ref(self, upstream_id: str, instance: str, subject: str) -> SessionRef:
         return SessionRef(upstream_id, instance, subject, int(self._clock()))
@@ -82,6 +95,26 @@ class SessionCodec:
     def open(self, session_id: str, route: str) -> SessionRef | None:
         """The reference in ``session_id`` for ``route``, or None when it is not one of ours,
         was sealed for another route, or is older than ``max_age``."""
+        key = (session_id, route)
+        ref = self._opened.get(key)
+        if ref is None:
+            ref = self._decrypt(session_id, route)
+            if ref is None:
+                return None
+            self._remember(key, ref)
+        else:
+            self._opened.move_to_end(key)
+        if self._clock() - ref.issued_at > self._max_age:
+            del self._opened[key]
+            return None
+        return ref
+
+    def _remember(self, key: tuple[str, str], ref: SessionRef) -> None:
+        self._opened[key] = ref
+        if len(self._opened) > self._remembered_max:
+            self._opened.popitem(last=False)
+
+    def _decrypt(self, session_id: str, route: str) -> SessionRef | None:
         version, _, rest = session_id.partition(".")
         kid, _, body = rest.partition(".")
         cipher = self._ciphers.get(kid)
@@ -93,7 +126,5 @@ class SessionCodec:
             data = orjson.loads(plain)
             ref = SessionRef(str(data["u"]), str(data["i"]), str(data["s"]), int(data["t"]))
         except (ValueError, InvalidTag, KeyError, TypeError):
-            return None
-        if self._clock() - ref.issued_at > self._max_age:
             return None
         return ref

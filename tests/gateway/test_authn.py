@@ -65,6 +65,35 @@ async def test_unknown_forged_and_malformed_tokens_get_nothing(store_pool: async
     assert await authenticator.authenticate(token) is not None
 
 
+async def test_a_cached_key_opens_nothing_for_a_token_with_its_prefix_and_another_secret(
+    store_pool: asyncpg.Pool,
+) -> None:
+    token = await _create(store_pool)
+    authenticator = ApiKeyAuthenticator(store_pool, ttl=3600)
+    assert await authenticator.authenticate(token) is not None
+    forged = token[:-4] + ("aaaa" if not token.endswith("aaaa") else "bbbb")
+    assert await authenticator.authenticate(forged) is None
+    assert await authenticator.authenticate(token + "x") is None
+    assert await authenticator.authenticate(" " + token) is None
+    assert await authenticator.authenticate(token) is not None
+
+
+async def test_a_revocation_notice_refuses_the_key_on_its_next_request(
+    store_pool: asyncpg.Pool,
+) -> None:
+    token, other = await _create(store_pool), await _create(store_pool)
+    authenticator = ApiKeyAuthenticator(store_pool, ttl=3600)
+    assert await authenticator.authenticate(token) is not None
+    assert await authenticator.authenticate(other) is not None
+    assert authenticator.lookups == 2
+    await _revoke(store_pool, token)
+    assert await authenticator.authenticate(token) is not None
+    authenticator.forget(token.split("_")[1])
+    assert await authenticator.authenticate(token) is None
+    assert await authenticator.authenticate(other) is not None
+    assert authenticator.lookups == 3
+
+
 async def test_an_expired_key_is_refused_even_when_cached(store_pool: asyncpg.Pool) -> None:
     expires = datetime.now(UTC) + timedelta(hours=1)
     token = await _create(store_pool, expires_at=expires)

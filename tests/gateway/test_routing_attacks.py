@@ -309,6 +309,9 @@ class NeverReady:
     def __init__(self) -> None:
         self.asked: list[str] = []
 
+    def running(self, server: ServerEntry, principal: Principal) -> str | None:
+        return None
+
     async def ensure_running(self, server: ServerEntry, principal: Principal) -> str:
         self.asked.append(principal.user)
         await asyncio.Event().wait()
@@ -317,6 +320,9 @@ class NeverReady:
 
 class Starting:
     """An instance manager reporting that the instance is still starting."""
+
+    def running(self, server: ServerEntry, principal: Principal) -> str | None:
+        return None
 
     async def ensure_running(self, server: ServerEntry, principal: Principal) -> str:
         raise InstanceStarting(server, retry_after=7)

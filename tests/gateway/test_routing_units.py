@@ -69,6 +69,34 @@ def test_session_ids_expire_after_max_age() -> None:
     assert codec.open(sealed, "r") is None
 
 
+def test_a_remembered_session_id_keeps_its_route_binding_and_its_age() -> None:
+    clock = Clock()
+    codec = SessionCodec([os.urandom(32)], max_age=60, clock=clock)
+    sealed = codec.seal(codec.new_ref("u", "i", "alice"), "team/a")
+    for _ in range(3):
+        ref = codec.open(sealed, "team/a")
+        assert ref is not None
+        assert ref.subject == "alice"
+    assert codec.open(sealed, "team/b") is None
+    tampered = sealed[:-4] + ("AAAA" if not sealed.endswith("AAAA") else "BBBB")
+    assert codec.open(tampered, "team/a") is None
+    clock.now += 61
+    assert codec.open(sealed, "team/a") is None
+    assert codec.open(sealed, "team/a") is None
+
+
+def test_session_ids_open_the_same_after_the_remembered_ones_are_pushed_out() -> None:
+    key = os.urandom(32)
+    sealer = SessionCodec([key])
+    ids = {user: sealer.seal(sealer.new_ref("u-" + user, "i", user), "r") for user in "abcde"}
+    codec = SessionCodec([key], remembered=2)
+    for _ in range(2):
+        for user, sealed in ids.items():
+            ref = codec.open(sealed, "r")
+            assert ref is not None
+            assert (ref.subject, ref.upstream_id) == (user, "u-" + user)
+
+
 def test_session_keys_must_be_32_bytes() -> None:
     with pytest.raises(ValueError, match="32"):
         SessionCodec([b"short"])
