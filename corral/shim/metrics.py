@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+MAX_METHODS = 64
+"""Distinct method labels kept; methods beyond these (clients choose them) count as "other"."""
 
 
 @dataclass
@@ -42,3 +46,40 @@ class ShimMetrics:
         self.config_reloads = Counter(
             "corral_shim_config_reloads", "Configuration reloads", ["outcome"], registry=r
         )
+        self._children: dict[tuple[str, ...], Any] = {}
+        self._methods: set[str] = set()
+
+    def _method(self, method: str) -> str:
+        if method in self._methods:
+            return method
+        if len(self._methods) >= MAX_METHODS:
+            return "other"
+        self._methods.add(method)
+        return method
+
+    def message(self, method: str, status: str) -> None:
+        """Count one message (the label children are looked up once, then kept)."""
+        label = self._method(method)
+        key = ("m", label, status)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.messages.labels(label, status)
+        child.inc()
+
+    def answered(self, method: str, seconds: float) -> None:
+        """Record the time to answer one request."""
+        label = self._method(method)
+        key = ("l", label)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.latency.labels(label)
+        child.observe(seconds)
+
+    def denied(self, method: str) -> None:
+        """Count one message denied by policy."""
+        label = self._method(method)
+        key = ("d", label)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.denials.labels(label)
+        child.inc()

@@ -128,7 +128,7 @@ def _start(request: Request, state: ShimState) -> Exchange:
         event.error = {"message": str(exc)}
         event.finish("unauthenticated", 401)
         state.shipper.submit(event.to_dict())
-        state.metrics.messages.labels("", "unauthenticated").inc()
+        state.metrics.message("", "unauthenticated")
         raise Refusal(rpc_reply(401, jsonrpc.UNAUTHENTICATED, f"unauthenticated: {exc}")) from None
     event.user = identity.subject
     event.email = identity.email
@@ -163,9 +163,9 @@ def _finish(exchange: Exchange, status: str, http_status: int | None) -> None:
     event.finish(status, http_status)
     state = exchange.state
     state.shipper.submit(event.to_dict())
-    state.metrics.messages.labels(event.method or "", status).inc()
+    state.metrics.message(event.method or "", status)
     if exchange.request is not None and exchange.request.is_request:
-        state.metrics.latency.labels(event.method or "").observe((event.latency_ms or 0) / 1000)
+        state.metrics.answered(event.method or "", (event.latency_ms or 0) / 1000)
 
 
 def _body_of(request: Request, limit: int) -> bytes:
@@ -233,7 +233,7 @@ async def _admit(request: Request, exchange: Exchange) -> bytes:
         "reason": verdict.reason,
     }
     if not verdict.allowed:
-        exchange.state.metrics.denials.labels(message.method).inc()
+        exchange.state.metrics.denied(message.method)
         event.error = {"code": jsonrpc.ACCESS_DENIED, "message": verdict.reason}
         _finish(exchange, "denied", 200 if message.is_request else 403)
         raise Refusal(
