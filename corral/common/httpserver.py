@@ -50,11 +50,13 @@ class Request:
 
 @dataclass
 class Reply:
-    """A whole answer."""
+    """A whole answer; ``after`` runs once it is handed to the socket (bookkeeping that need
+    not delay the answer)."""
 
     status: int
     body: bytes = b""
     headers: Iterable[tuple[str, str]] = ()
+    after: Callable[[], None] | None = None
 
 
 @dataclass
@@ -238,11 +240,15 @@ class _Connection(asyncio.Protocol):
         if transport is None:
             if isinstance(reply, StreamReply):
                 await _close_iterator(reply.chunks)
+            elif reply.after is not None:
+                _run_after(reply.after)
             return
         connection = "" if keep_alive else "Connection: close\r\n"
         if isinstance(reply, Reply):
             head = _head(reply.status, reply.headers, f"Content-Length: {len(reply.body)}\r\n")
             transport.write(head + connection.encode() + b"\r\n" + reply.body)
+            if reply.after is not None:
+                _run_after(reply.after)
         else:
             await self._stream(reply, connection)
         if not keep_alive:
@@ -307,6 +313,13 @@ class _Connection(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+
+def _run_after(after: Callable[[], None]) -> None:
+    try:
+        after()
+    except Exception:
+        log.exception("bookkeeping after an answer failed")
 
 
 async def _close_iterator(chunks: AsyncIterator[bytes]) -> None:

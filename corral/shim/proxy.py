@@ -425,8 +425,8 @@ async def _relay_whole(exchange: Exchange, upstream: Response) -> Reply:
             if outbound is not message.body:  # changed by a filter or the list filter
                 data = jsonrpc.dumps(outbound)
     status = _status_of(exchange, upstream.status)
-    _finish(exchange, status, upstream.status)
-    return Reply(upstream.status, data, headers)
+    http_status = upstream.status
+    return Reply(http_status, data, headers, after=lambda: _finish(exchange, status, http_status))
 
 
 def _status_of(exchange: Exchange, http_status: int) -> str:

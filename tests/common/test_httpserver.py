@@ -247,3 +247,22 @@ async def test_expect_continue_is_honoured(served: tuple[LeanServer, Recorder, s
         assert head.startswith(b"HTTP/1.1 200 OK")
         assert await reader.readexactly(6) == b"got ok"
     writer.close()
+
+
+async def test_bookkeeping_runs_after_the_answer_is_sent() -> None:
+    order: list[str] = []
+
+    async def handler(request: Request) -> Reply:
+        return Reply(200, b"answer", after=lambda: order.append("after"))
+
+    server = LeanServer(handler, max_body=lambda: 1024)
+    await server.start(LOOPBACK, 0)
+    try:
+        reader, writer = await raw(f"http://{LOOPBACK}:{server.port}")
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = await read_all(reader)
+        writer.close()
+        assert answer.endswith(b"answer")
+        assert order == ["after"]
+    finally:
+        await server.stop()
