@@ -101,11 +101,15 @@ class ShimState:
 
     extra: dict[str, Any] = field(default_factory=dict)
     pools: dict[tuple[str, bool, int, float], OriginPool] = field(default_factory=dict)
+    _current_pool: tuple[Runtime, OriginPool] | None = None
 
     def upstream_pool(self) -> OriginPool:
         """The keep-alive pool for the configured upstream, whose addresses are checked
         against the egress rules unless it is this pod's own server. A reload that changes the
         upstream gets a new pool; the old one serves its requests in flight until shutdown."""
+        current = self._current_pool
+        if current is not None and current[0] is self.runtime:
+            return current[1]
         config = self.runtime.config
         upstream = config.upstream
         local = config.upstream_is_local
@@ -120,6 +124,7 @@ class ShimState:
                 resolver=resolver,
             )
             self.pools[key] = pool
+        self._current_pool = (self.runtime, pool)
         return pool
 
     def _allowed_networks(self) -> Sequence[Network]:
