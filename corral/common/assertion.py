@@ -39,6 +39,7 @@ MAX_LIFETIME_SECONDS = 60
 ALGORITHM = "ES256"
 _COORDINATE_BYTES = 32
 MAX_REMEMBERED_HEADERS = 64
+_ES256 = ec.ECDSA(hashes.SHA256())
 
 
 class InvalidAssertionError(Exception):
@@ -137,7 +138,7 @@ def mint_assertion(
     claims.update({key: value for key, value in optional.items() if value is not None})
     header = _header_segment(kid or public_jwk(signing_key)["kid"])
     signing_input = f"{header}.{_b64url(orjson.dumps(claims))}"
-    der = signing_key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
+    der = signing_key.sign(signing_input.encode(), _ES256)
     r, s = decode_dss_signature(der)
     signature = r.to_bytes(_COORDINATE_BYTES, "big") + s.to_bytes(_COORDINATE_BYTES, "big")
     return f"{signing_input}.{_b64url(signature)}"
@@ -238,7 +239,7 @@ class AssertionVerifier:
             key.verify(
                 encode_dss_signature(r, s),
                 f"{parts[0]}.{parts[1]}".encode(),
-                ec.ECDSA(hashes.SHA256()),
+                _ES256,
             )
         except InvalidSignature:
             raise InvalidAssertionError("assertion signature does not verify") from None
