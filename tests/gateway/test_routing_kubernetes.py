@@ -18,6 +18,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from corral.api.kinds import KINDS
+from corral.api.policy import Caller
+from corral.gateway.directory import ServerEntry
 from corral.gateway.kubedirectory import (
     GROUP,
     VERSION,
@@ -130,6 +132,13 @@ async def test_servers_and_policies_come_from_the_cluster(
             echoed = await session.call_tool("echo", {"message": "from the cluster"})
             assert echoed.content[0].text == "Echo: from the cluster"  # type: ignore[union-attr]
         assert await status(url, outsider) == 403
+
+        custom.delete_namespaced_custom_object(
+            GROUP, VERSION, namespace, "accesspolicies", "dev-all"
+        )
+        dana = Caller("dana", groups=frozenset({"dev"}))
+        await eventually(lambda: not _decided_allowed(directory, dana, entry))
+        assert await status(url, developer) == 403
 
         custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "mcpservers", SERVER)
         await eventually(lambda: directory.lookup(namespace, SERVER) is None)
@@ -287,6 +296,11 @@ async def test_a_per_user_server_gets_an_instance_on_first_use(
     finally:
         await instances.aclose()
         await asyncio.to_thread(directory.stop)
+
+
+def _decided_allowed(directory: KubernetesDirectory, caller: Caller, entry: ServerEntry) -> bool:
+    decision = directory.may_access(caller, entry)
+    return decision is not None and decision.allowed
 
 
 async def status(url: str, token: str) -> int:
