@@ -8,6 +8,7 @@ connection closed the moment it was idle.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -98,6 +99,21 @@ async def _raw_server(
     server = await asyncio.start_server(handle, LOOPBACK, 0)
     port = server.sockets[0].getsockname()[1]
     return server, f"http://{LOOPBACK}:{port}"
+
+
+@contextlib.asynccontextmanager
+async def _pool_to(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[OriginPool]:
+    """A pool for a raw server that answers with ``handle``; both closed afterwards."""
+    server, url = await _raw_server(handle)
+    pool = OriginPool(url)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+        server.close()
+        await server.wait_closed()
 
 
 async def _read_head(reader: asyncio.StreamReader) -> bytes:
@@ -202,18 +218,12 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
         writer.close()  # without saying "Connection: close": a keep-alive that times out
         writers.append(writer)
 
-    server, url = await _raw_server(handle)
-    pool = OriginPool(url)
-    try:
+    async with _pool_to(handle) as pool:
         async with await pool.request("GET", "/", wait_limit=WAIT) as response:
             assert await response.read() == b"ok"
         async with await pool.request("GET", "/", wait_limit=WAIT) as response:
             assert await response.read() == b"ok"
         assert len(answered) == 2
-    finally:
-        await pool.close()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_a_reused_connection_dropped_unanswered_is_retried_once() -> None:
@@ -231,17 +241,11 @@ async def test_a_reused_connection_dropped_unanswered_is_retried_once() -> None:
             await writer.drain()
         writer.close()
 
-    server, url = await _raw_server(handle)
-    pool = OriginPool(url)
-    try:
+    async with _pool_to(handle) as pool:
         for _ in range(2):
             async with await pool.request("GET", "/", wait_limit=WAIT) as response:
                 assert await response.read() == b"ok"
         assert len(requests) == 3
-    finally:
-        await pool.close()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_an_answer_that_never_comes_times_out() -> None:
@@ -250,15 +254,9 @@ async def test_an_answer_that_never_comes_times_out() -> None:
         await reader.read()  # never answers; returns when the client gives up
         writer.close()
 
-    server, url = await _raw_server(handle)
-    pool = OriginPool(url)
-    try:
+    async with _pool_to(handle) as pool:
         with pytest.raises(ClientTimeout, match=r"did not answer within 0\.2s"):
             await pool.request("GET", "/", wait_limit=0.2)
-    finally:
-        await pool.close()
-        server.close()
-        await server.wait_closed()
 
 
 @pytest.mark.parametrize(
@@ -277,16 +275,10 @@ async def test_a_bad_answer_is_a_clear_failure(answer: bytes, message: str) -> N
         await writer.drain()
         writer.close()
 
-    server, url = await _raw_server(handle)
-    pool = OriginPool(url)
-    try:
+    async with _pool_to(handle) as pool:
         with pytest.raises(ClientFailure, match=message):
             async with await pool.request("GET", "/", wait_limit=WAIT) as response:
                 await response.read()
-    finally:
-        await pool.close()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_an_answer_delimited_by_closing_is_read_whole() -> None:
@@ -296,15 +288,11 @@ async def test_an_answer_delimited_by_closing_is_read_whole() -> None:
         await writer.drain()
         writer.close()
 
-    server, url = await _raw_server(handle)
-    pool = OriginPool(url)
-    try:
-        async with await pool.request("GET", "/", wait_limit=WAIT) as response:
-            assert await response.read() == b"until the end"
-    finally:
-        await pool.close()
-        server.close()
-        await server.wait_closed()
+    async with (
+        _pool_to(handle) as pool,
+        await pool.request("GET", "/", wait_limit=WAIT) as response,
+    ):
+        assert await response.read() == b"until the end"
 
 
 async def test_a_refused_connection_says_so() -> None:
