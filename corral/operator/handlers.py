@@ -15,6 +15,7 @@ from typing import Any
 
 import kopf
 
+from corral.api.common import parse_duration
 from corral.operator.builders import LABEL_INSTANCE, LABEL_WORKLOAD, MANAGED_BY, MANAGER
 from corral.operator.kube import KubeError
 from corral.operator.metrics import Metrics
@@ -25,7 +26,7 @@ from corral.operator.reconciler import (
     servers_targeted,
     servers_using_entry,
 )
-from corral.operator.status import CONFIG_REASONS, CRASH_REASONS, IMAGE_PULL_REASONS
+from corral.operator.status import CONFIG_REASONS, CRASH_REASONS, IMAGE_PULL_REASONS, STARTING
 
 GROUP, VERSION = "corral.dev", "v1alpha1"
 RETRY_DELAY = 5.0
@@ -177,7 +178,10 @@ def _register_servers(
         metrics.managed.labels("MCPServer").set(len(indexes.servers))
         with _guard(metrics, "MCPServer") as outcome:
             result = reconciler.reconcile_server(
-                _snapshot(body), indexes.world(), fresh=kwargs.get("reason") == "create"
+                _snapshot(body),
+                indexes.world(),
+                fresh=kwargs.get("reason") == "create",
+                write_status=kwargs["patch"].status.update,
             )
             if result.problems:
                 outcome("invalid")
@@ -190,6 +194,11 @@ def _register_servers(
     @kopf.on.delete(*resource, registry=registry, optional=True)
     def deleted(**kwargs: Any) -> None:
         count_entry_servers(kwargs, leaving=kwargs["name"])
+
+    @kopf.on.event(*resource, registry=registry, when=_starting)
+    def starting(**kwargs: Any) -> None:
+        with _guard(metrics, "Deployment"):
+            reconciler.recheck_starting("MCPServer", kwargs["namespace"], kwargs["name"])
 
     def count_entry_servers(kwargs: Any, leaving: str | None = None) -> None:
         entry = (kwargs["spec"].get("catalogEntry") or {}).get("name")
@@ -205,7 +214,13 @@ def _register_servers(
         with _guard(metrics, "MCPCatalogEntry"):
             reconciler.count_entry_servers(namespace, entry, servers)
 
-    @kopf.timer(*resource, registry=registry, interval=idle_check, initial_delay=idle_check)
+    @kopf.timer(
+        *resource,
+        registry=registry,
+        interval=idle_check,
+        initial_delay=idle_check,
+        when=_may_idle,
+    )
     def idle(**kwargs: Any) -> None:
         body = kwargs["body"]
         indexes = Indexes.of(kwargs)
@@ -214,6 +229,31 @@ def _register_servers(
             return
         if workload.effective.tenancy == "shared":
             reconcile(**kwargs)
+
+
+def _starting(body: kopf.Body, **kwargs: Any) -> bool:
+    """Whether a server's status says it is starting: kopf writes a reconciliation's status
+    after the handler, so a refresh from its Deployment becoming ready may have come first."""
+    if kwargs.get("type") == "DELETED":
+        return False
+    return any(
+        c.get("type") == "Ready" and c.get("reason") == STARTING
+        for c in (body.get("status") or {}).get("conditions") or ()
+    )
+
+
+def _may_idle(spec: kopf.Spec, **_: Any) -> bool:
+    """Whether a server can have an idle timeout: its own, or its catalog entry's default. Only
+    those get an idle timer, and with it kopf's finalizer."""
+    if spec.get("catalogEntry"):
+        return True
+    timeout = spec.get("idleTimeout")
+    if timeout is None:
+        return False
+    try:
+        return parse_duration(timeout) > 0
+    except (TypeError, ValueError):
+        return True
 
 
 def _register_instances(
@@ -356,7 +396,7 @@ def _register_workloads(
 ) -> None:
     managed = {MANAGED_BY: MANAGER}
 
-    @kopf.on.event("apps", "v1", "deployments", registry=registry, labels=managed)
+    @kopf.on.event("apps", "v1", "deployments", registry=registry, labels=managed, when=_observed)
     def deployment_changed(**kwargs: Any) -> None:
         body, namespace = kwargs["body"], kwargs["namespace"]
         if kwargs.get("type") == "DELETED":
@@ -367,11 +407,9 @@ def _register_workloads(
         with _guard(metrics, "Deployment"):
             reconciler.refresh_status(owner[0], namespace, owner[1], _snapshot(body))
 
-    @kopf.on.event("", "v1", "pods", registry=registry, labels=managed)
+    @kopf.on.event("", "v1", "pods", registry=registry, labels=managed, when=_has_fault)
     def pod_changed(**kwargs: Any) -> None:
-        body, namespace, labels = kwargs["body"], kwargs["namespace"], kwargs["labels"]
-        if not _has_fault(body):
-            return
+        namespace, labels = kwargs["namespace"], kwargs["labels"]
         workload = labels.get(LABEL_WORKLOAD)
         kind = "MCPServerInstance" if LABEL_INSTANCE in labels else "MCPServer"
         if workload is None:
@@ -382,6 +420,13 @@ def _register_workloads(
                 reconciler.refresh_status(kind, namespace, workload, deployment)
 
 
+def _observed(body: kopf.Body, **_: Any) -> bool:
+    """Whether the Deployment controller has seen the Deployment's current generation; before
+    that its status says nothing new (a just-applied Deployment has none)."""
+    observed = (body.get("status") or {}).get("observedGeneration")
+    return observed is not None and observed >= (body.get("metadata") or {}).get("generation", 0)
+
+
 def _controller(body: kopf.Body) -> tuple[str, str] | None:
     for ref in body.get("metadata", {}).get("ownerReferences") or ():
         if ref.get("controller") and str(ref.get("apiVersion", "")).startswith(GROUP + "/"):
@@ -389,8 +434,9 @@ def _controller(body: kopf.Body) -> tuple[str, str] | None:
     return None
 
 
-def _has_fault(pod: kopf.Body) -> bool:
-    status = pod.get("status") or {}
+def _has_fault(body: kopf.Body, **_: Any) -> bool:
+    """Whether a pod shows a fault worth a status refresh (checked before any thread is used)."""
+    status = body.get("status") or {}
     for container in status.get("containerStatuses") or ():
         waiting = (container.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in FAULT_REASONS:

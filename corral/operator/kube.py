@@ -9,14 +9,16 @@ object is a no-op and a restart never duplicates anything. Errors surface as `Ku
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 FIELD_MANAGER = "corral-operator"
+APPLY_THREADS = 16
 PLURALS = {
     "ConfigMap": "configmaps",
     "Service": "services",
@@ -47,9 +49,18 @@ def _path(api_version: str, kind: str, namespace: str, name: str | None = None) 
 
 @dataclass
 class Kube:
-    """Calls to one API server through a `kubernetes` ApiClient (thread-safe, blocking)."""
+    """Calls to one API server through a `kubernetes` ApiClient (thread-safe, blocking). The
+    objects of one workload are applied at once from a bounded pool of threads; `close` stops
+    it."""
 
     api: client.ApiClient
+    applier: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(APPLY_THREADS, thread_name_prefix="apply")
+    )
+
+    def close(self) -> None:
+        """Stop the apply threads (after the calls in flight)."""
+        self.applier.shutdown(wait=True)
 
     def _call(
         self,
@@ -93,10 +104,24 @@ class Kube:
             content_type="application/apply-patch+yaml",
         )
 
-    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        """The object, or None when it does not exist."""
+    def apply_all(self, objects: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Server-side apply every object concurrently (none waits on another: pods wait for
+        a missing ConfigMap), the results in order; the first failure is raised once all ended."""
+        futures = [self.applier.submit(self.apply, obj) for obj in objects]
+        errors = [f.exception() for f in futures]
+        for error in errors:
+            if error is not None:
+                raise error
+        return [f.result() for f in futures]
+
+    def get(
+        self, api_version: str, kind: str, namespace: str, name: str, *, cached: bool = False
+    ) -> dict[str, Any] | None:
+        """The object, or None when it does not exist. `cached`: from the API server's watch
+        cache (which may lag a moment behind etcd) instead of a quorum read."""
+        query = [("resourceVersion", "0")] if cached else None
         try:
-            return self._call("GET", _path(api_version, kind, namespace, name))
+            return self._call("GET", _path(api_version, kind, namespace, name), query=query)
         except KubeError as exc:
             if exc.status == 404:
                 return None

@@ -38,6 +38,10 @@ SHARED_KINDS = (
 )
 
 
+StatusWriter = Callable[[dict[str, Any]], None]
+"""Writes a status patch; the handlers pass one that joins kopf's own patch of the object."""
+
+
 class EventSink(Protocol):
     """Posts a Kubernetes Event about an object."""
 
@@ -138,16 +142,24 @@ class Reconciler:
         )
         return workload, ()
 
-    def reconcile_server(self, body: Body, world: World, *, fresh: bool = False) -> Outcome:
-        """Apply a server's objects (shared tenancy) and write its status. `fresh`: the server
-        was just created, so there is nothing stale to delete."""
+    def reconcile_server(
+        self,
+        body: Body,
+        world: World,
+        *,
+        fresh: bool = False,
+        write_status: StatusWriter | None = None,
+    ) -> Outcome:
+        """Apply a server's objects (shared tenancy) and write its status (through
+        `write_status` when given, else a patch of its status). `fresh`: the server was just
+        created, so there is nothing stale to delete."""
         meta = _meta(body)
         namespace, name = meta["namespace"], meta["name"]
         workload, problems = self.workload_for(body, world)
         if workload is not None and workload.effective.tenancy == "perUser":
             if not fresh:
                 self._remove_shared(namespace, name)
-            return self._write_per_user_status(body, workload)
+            return self._write_per_user_status(body, workload, write_status)
         asleep = False
         if workload is not None:
             activity = status.last_activity(
@@ -157,7 +169,9 @@ class Reconciler:
             )
             asleep = status.is_idle(activity, workload.effective.idle_timeout, self.clock())
         owner = Owner("MCPServer", name, meta["uid"])
-        outcome = self._run(body, owner, workload, problems, world, asleep=asleep, fresh=fresh)
+        outcome = self._run(
+            body, owner, workload, problems, world, asleep=asleep, fresh=fresh, write=write_status
+        )
         self._note_sleep(body, asleep)
         return outcome
 
@@ -201,6 +215,7 @@ class Reconciler:
         *,
         asleep: bool,
         fresh: bool = False,
+        write: StatusWriter | None = None,
     ) -> Outcome:
         meta = _meta(body)
         namespace = meta["namespace"]
@@ -214,10 +229,12 @@ class Reconciler:
                 built = builders.build_all(
                     workload, owner, self.settings, replicas=replicas, config=rendered.config
                 )
-                for obj in built.objects:
-                    applied = self.kube.apply(obj)
-                    if obj["kind"] == "Deployment":
-                        deployment = applied
+                applied = self.kube.apply_all(built.objects)
+                deployment = next(
+                    a
+                    for o, a in zip(built.objects, applied, strict=True)
+                    if o["kind"] == "Deployment"
+                )
                 for api_version, kind, name in () if fresh else built.absent:
                     self.kube.delete(api_version, kind, namespace, name)
         observed = status.Observed(
@@ -227,12 +244,37 @@ class Reconciler:
             desired_replicas=replicas,
             asleep=asleep,
         )
-        return self._write_status(body, owner.kind, observed, workload)
+        return self._write_status(body, owner.kind, observed, workload, write)
+
+    def recheck_starting(self, kind: str, namespace: str, name: str) -> None:
+        """Refresh a starting owner's status when its Deployment is ready after all: the refresh
+        for that change may have landed before the reconciliation's own status (written after
+        the apply), which then overwrote it."""
+        deployment = self.kube.get("apps/v1", "Deployment", namespace, name, cached=True)
+        if deployment is None:
+            return
+        desired = int((deployment.get("spec") or {}).get("replicas") or 0)
+        if desired > 0 and status.ready_replicas(deployment) >= desired:
+            self.refresh_status(kind, namespace, name, deployment)
+
+    def _status_writer(self, kind: str, body: Body, write: StatusWriter | None) -> StatusWriter:
+        if write is not None:
+            return write
+        meta = _meta(body)
+
+        def patch(status: dict[str, Any]) -> None:
+            self.kube.patch_status(API_VERSION, kind, meta["namespace"], meta["name"], status)
+
+        return patch
 
     def _write_status(
-        self, body: Body, kind: str, observed: status.Observed, workload: Workload | None
+        self,
+        body: Body,
+        kind: str,
+        observed: status.Observed,
+        workload: Workload | None,
+        write: StatusWriter | None = None,
     ) -> Outcome:
-        meta = _meta(body)
         old = (body.get("status") or {}).get("conditions")
         conditions = status.merge_conditions(old, status.desired_conditions(observed), self.clock())
         patch: dict[str, Any] = {
@@ -244,7 +286,7 @@ class Reconciler:
             patch["endpoint"] = builders.endpoint(workload)
             if kind == "MCPServer":
                 patch["tenancy"] = workload.effective.tenancy
-        self.kube.patch_status(API_VERSION, kind, meta["namespace"], meta["name"], patch)
+        self._status_writer(kind, body, write)(patch)
         self._post_transitions(body, old, conditions)
         ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
         return Outcome(observed.problems, ready, patch)
@@ -268,7 +310,7 @@ class Reconciler:
     def refresh_status(self, kind: str, namespace: str, name: str, deployment: Body) -> None:
         """Re-derive an owner's conditions after its Deployment or Pods changed; pods are listed
         only while replicas are missing, and nothing is written when nothing changed."""
-        owner = self.kube.get(API_VERSION, kind, namespace, name)
+        owner = self.kube.get(API_VERSION, kind, namespace, name, cached=True)
         if owner is None:
             return
         old_status = owner.get("status") or {}
@@ -312,7 +354,9 @@ class Reconciler:
         for api_version, kind in SHARED_KINDS:
             self.kube.delete(api_version, kind, namespace, name)
 
-    def _write_per_user_status(self, body: Body, workload: Workload) -> Outcome:
+    def _write_per_user_status(
+        self, body: Body, workload: Workload, write: StatusWriter | None
+    ) -> Outcome:
         meta = _meta(body)
         count = self.count_instances(meta["namespace"], meta["name"])
         conditions = status.merge_conditions(
@@ -326,7 +370,7 @@ class Reconciler:
             "tenancy": "perUser",
             "instances": count,
         }
-        self.kube.patch_status(API_VERSION, "MCPServer", meta["namespace"], meta["name"], patch)
+        self._status_writer("MCPServer", body, write)(patch)
         return Outcome((), True, patch)
 
     def count_instances(self, namespace: str, server: str) -> int:

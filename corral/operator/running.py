@@ -17,18 +17,20 @@ from aiohttp import web
 from kubernetes import client, config
 
 from corral.operator.handlers import build_registry
-from corral.operator.kube import Kube
+from corral.operator.kube import APPLY_THREADS, Kube
 from corral.operator.metrics import Metrics, metrics_app
 from corral.operator.reconciler import Body, Reconciler
 from corral.operator.settings import OperatorSettings
 
 PREFIX = "kopf.corral.dev"
-POOL_SIZE = 32
+HANDLER_THREADS = 16
+POOL_SIZE = HANDLER_THREADS + APPLY_THREADS
 
 
 def api_client() -> client.ApiClient:
     """A client from the in-cluster service account, else from KUBECONFIG / ~/.kube/config, with
-    a connection pool as large as kopf's thread pool (no TLS handshake per request)."""
+    a connection pool as large as kopf's handler threads and the apply threads together (no TLS
+    handshake per request)."""
     configuration = client.Configuration()
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
@@ -64,7 +66,7 @@ def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     result.peering.standalone = settings.peering.standalone
     result.peering.clusterwide = settings.watch.clusterwide
     result.watching.server_timeout = 300
-    result.execution.max_workers = 8
+    result.execution.max_workers = HANDLER_THREADS
     return result
 
 
@@ -87,9 +89,10 @@ async def run(
     """Run the operator until `stop_flag` is set or the process is signalled."""
     metrics = Metrics()
     with api_client() as api:
+        kube = Kube(api)
         reconciler = Reconciler(
             settings=settings,
-            kube=Kube(api),
+            kube=kube,
             clock=lambda: datetime.now(UTC),
             events=post_event,
         )
@@ -115,3 +118,4 @@ async def run(
         finally:
             if runner is not None:
                 await runner.cleanup()
+            kube.close()

@@ -28,6 +28,7 @@ IMAGE_PULL_REASONS = frozenset(
 )
 CRASH_REASONS = frozenset({"CrashLoopBackOff"})
 CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError"})
+STARTING = "Starting"
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def _ready(observed: Observed, fault: Fault | None, gen: int | None) -> Conditio
         return _condition(READY, "True", "AllReplicasReady", f"{ready}/{want} replicas ready", gen)
     if fault is not None:
         return _condition(READY, "False", fault.reason, fault.message, gen)
-    return _condition(READY, "False", "Starting", f"{ready}/{want} replicas ready", gen)
+    return _condition(READY, "False", STARTING, f"{ready}/{want} replicas ready", gen)
 
 
 def desired_conditions(observed: Observed) -> list[Condition]:
