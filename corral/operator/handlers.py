@@ -29,6 +29,7 @@ from corral.operator.reconciler import (
 from corral.operator.status import CONFIG_REASONS, CRASH_REASONS, IMAGE_PULL_REASONS, STARTING
 
 GROUP, VERSION = "corral.dev", "v1alpha1"
+READY_DEPLOYMENTS = "corral_ready_deployments"
 RETRY_DELAY = 5.0
 FAULT_REASONS = IMAGE_PULL_REASONS | CRASH_REASONS | CONFIG_REASONS
 log = logging.getLogger(__name__)
@@ -134,21 +135,31 @@ def build_registry(
 
 
 def _register_indexes(registry: kopf.OperatorRegistry) -> None:
+    """Indexers are coroutines so that kopf runs them in its event loop: a synchronous one would
+    wait for a free handler thread on every event of every object."""
+
     @kopf.index(GROUP, VERSION, "mcpcatalogentries", registry=registry, id="corral_entries")
-    def entries(**kw: Any) -> Any:
+    async def entries(**kw: Any) -> Any:
         return {(kw["namespace"], kw["name"]): _snapshot(kw["body"])}
 
     @kopf.index(GROUP, VERSION, "accesspolicies", registry=registry, id="corral_policies")
-    def policies(**kw: Any) -> Any:
+    async def policies(**kw: Any) -> Any:
         return {kw["namespace"]: _snapshot(kw["body"])}
 
     @kopf.index(GROUP, VERSION, "mcpservers", registry=registry, id="corral_servers")
-    def servers(**kw: Any) -> Any:
+    async def servers(**kw: Any) -> Any:
         return {(kw["namespace"], kw["name"]): _snapshot(kw["body"])}
 
     @kopf.index(GROUP, VERSION, "mcpserverinstances", registry=registry, id="corral_instances")
-    def instances(**kw: Any) -> Any:
+    async def instances(**kw: Any) -> Any:
         return {(kw["namespace"], kw["spec"].get("server")): _snapshot(kw["body"])}
+
+    @kopf.index(
+        "apps", "v1", "deployments", registry=registry, id=READY_DEPLOYMENTS,
+        labels={MANAGED_BY: MANAGER},
+    )  # fmt: skip
+    async def ready_deployments(**kw: Any) -> Any:
+        return {(kw["namespace"], kw["name"]): _available(kw["body"])}
 
 
 def _guard(metrics: Metrics, kind: str) -> Any:
@@ -232,14 +243,25 @@ def _register_servers(
 
 
 def _starting(body: kopf.Body, **kwargs: Any) -> bool:
-    """Whether a server's status says it is starting: kopf writes a reconciliation's status
-    after the handler, so a refresh from its Deployment becoming ready may have come first."""
+    """Whether a server's status says it is starting while its Deployment is ready: kopf writes
+    a reconciliation's status after the handler, so a refresh from the Deployment becoming
+    ready may have come first and been overwritten."""
     if kwargs.get("type") == "DELETED":
         return False
-    return any(
+    starting = any(
         c.get("type") == "Ready" and c.get("reason") == STARTING
         for c in (body.get("status") or {}).get("conditions") or ()
     )
+    key = (kwargs.get("namespace"), kwargs.get("name"))
+    ready: kopf.Index[Any, bool] = kwargs[READY_DEPLOYMENTS]
+    return starting and key in ready and any(ready[key])
+
+
+def _available(deployment: kopf.Body) -> bool:
+    """Whether every desired replica of a Deployment is ready (and it wants some)."""
+    desired = int((deployment.get("spec") or {}).get("replicas") or 0)
+    ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
+    return desired > 0 and ready >= desired
 
 
 def _may_idle(spec: kopf.Spec, **_: Any) -> bool:
