@@ -237,6 +237,7 @@ class Reconciler:
                 )
                 for api_version, kind, name in () if fresh else built.absent:
                     self.kube.delete(api_version, kind, namespace, name)
+                deployment = self._latest(deployment)
         observed = status.Observed(
             generation=meta.get("generation"),
             problems=problems,
@@ -245,6 +246,13 @@ class Reconciler:
             asleep=asleep,
         )
         return self._write_status(body, owner.kind, observed, workload, write)
+
+    def _latest(self, deployment: dict[str, Any]) -> dict[str, Any]:
+        """The Deployment as it is now: the other applies may have taken long enough for its
+        pods to become ready, and the status written next must not say otherwise."""
+        meta = _meta(deployment)
+        current = self.kube.get("apps/v1", "Deployment", meta["namespace"], meta["name"])
+        return current if current is not None else deployment
 
     def recheck_starting(self, kind: str, namespace: str, name: str) -> None:
         """Refresh a starting owner's status when its Deployment is ready after all: the refresh
