@@ -14,7 +14,7 @@ from typing import Any
 from bench.common import BENCH, PYTHON, ROOT
 from bench.scenarios import Options, target
 
-SERVERS = 100
+SERVERS = 500
 QUICK_SERVERS = 20
 
 
@@ -40,6 +40,8 @@ def summarise(document: dict[str, Any]) -> dict[str, Any]:
             "servers Ready per second": round(per_second, 1),
             "operator RSS idle, MiB": document["operatorRssIdleMiB"],
             "operator RSS peak, MiB": document["operatorRssPeakMiB"],
+            "operator CPU seconds": document.get("operatorCpuSeconds"),
+            "kube-controller-manager client QPS": document.get("controllerManagerQps"),
         },
         "targets": [
             target(
@@ -47,7 +49,14 @@ def summarise(document: dict[str, Any]) -> dict[str, Any]:
                 per_second,
                 500 / 60,
                 at_least=True,
-            )
+            ),
+            target(
+                "operator RSS peak under that load",
+                document["operatorRssPeakMiB"],
+                200,
+                at_least=False,
+                unit=" MiB",
+            ),
         ],
         "raw": document,
     }
