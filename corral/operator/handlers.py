@@ -206,6 +206,22 @@ def _register_servers(
     def deleted(**kwargs: Any) -> None:
         count_entry_servers(kwargs, leaving=kwargs["name"])
 
+    @kopf.on.event(*resource, registry=registry)
+    async def ready_changed(**kwargs: Any) -> None:
+        """A Ready Event when the stored status turns Ready, once per transition (none for the
+        status an object already had when this process first saw it)."""
+        if kwargs.get("type") == "DELETED":
+            return
+        body, memo = kwargs["body"], kwargs["memo"]
+        condition = _ready_condition(body)
+        ready = condition is not None and condition.get("status") == "True"
+        seen = memo.get("ready")
+        memo["ready"] = ready
+        if ready and seen is False and condition is not None:
+            reconciler.events(
+                body, warning=False, reason="Ready", message=str(condition.get("message", ""))
+            )
+
     @kopf.on.event(*resource, registry=registry, when=_starting)
     def starting(**kwargs: Any) -> None:
         with _guard(metrics, "Deployment"):
@@ -240,6 +256,13 @@ def _register_servers(
             return
         if workload.effective.tenancy == "shared":
             reconcile(**kwargs)
+
+
+def _ready_condition(body: kopf.Body) -> Mapping[str, Any] | None:
+    for condition in (body.get("status") or {}).get("conditions") or ():
+        if condition.get("type") == "Ready":
+            return dict(condition)
+    return None
 
 
 def _starting(body: kopf.Body, **kwargs: Any) -> bool:

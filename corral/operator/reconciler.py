@@ -295,12 +295,17 @@ class Reconciler:
             if kind == "MCPServer":
                 patch["tenancy"] = workload.effective.tenancy
         self._status_writer(kind, body, write)(patch)
-        self._post_transitions(body, old, conditions)
+        self._post_transitions(kind, body, old, conditions)
         ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
         return Outcome(observed.problems, ready, patch)
 
-    def _post_transitions(self, body: Body, old: Any, conditions: list[Any]) -> None:
+    def _post_transitions(self, kind: str, body: Body, old: Any, conditions: list[Any]) -> None:
+        """Events for what a status write changes. An MCPServer's Ready Event is posted from
+        its watched status instead (`handlers`): kopf writes a reconciliation's status after the
+        handler, so a refresh may see the same transition once more."""
         changed = set(status.changed_status(old, conditions))
+        if kind == "MCPServer":
+            changed.discard("Ready")
         for condition in conditions:
             if condition.type == "ConfigValid" and "ConfigValid" in changed:
                 if condition.status == "False":
@@ -346,7 +351,7 @@ class Reconciler:
         if unchanged and old_status.get("readyReplicas") == patch["readyReplicas"]:
             return
         self.kube.patch_status(API_VERSION, kind, namespace, name, patch)
-        self._post_transitions(owner, old, conditions)
+        self._post_transitions(kind, owner, old, conditions)
 
     def _note_sleep(self, body: Body, asleep: bool) -> None:
         was_asleep = any(

@@ -35,6 +35,13 @@ def pod_hashes(harness: OperatorHarness, name: str) -> set[str]:
     }
 
 
+def event_reasons(harness: OperatorHarness, name: str) -> list[str]:
+    events = harness.core.list_namespaced_event(
+        harness.namespace, field_selector=f"involvedObject.name={name}"
+    ).items
+    return [e.reason for e in events]
+
+
 def test_server_gets_hardened_workload_and_becomes_ready(operator_harness: OperatorHarness) -> None:
     h = operator_harness
     h.start()
@@ -74,6 +81,11 @@ def test_server_gets_hardened_workload_and_becomes_ready(operator_harness: Opera
     assert status["endpoint"] == f"http://files.{h.namespace}.svc:8484/mcp"
     assert status["readyReplicas"] == 1
     assert status["observedGeneration"] == 1
+    meta = (h.get(SERVERS, "files") or {})["metadata"]
+    assert "corral.dev/operator" not in (meta.get("finalizers") or ()), (
+        "no idle timer, no finalizer"
+    )
+    wait_for("a Ready event", lambda: "Ready" in event_reasons(h, "files"), 30)
 
 
 def test_spec_change_rolls_pods_with_a_new_hash(operator_harness: OperatorHarness) -> None:
