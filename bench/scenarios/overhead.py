@@ -331,4 +331,10 @@ def targets(fast: dict[str, Any]) -> list[dict[str, Any]]:
         found.append(
             target("p50 added by gateway+shim, 1 client", added, 1.0, at_least=False, unit=" ms")
         )
+    shim1 = fast.get("shim", {}).get("c1")
+    if direct1 and shim1:
+        added = shim1["p50Ms"] - direct1["p50Ms"]
+        found.append(
+            target("p50 added by the shim, 1 client", added, 0.4, at_least=False, unit=" ms")
+        )
     return found
