@@ -134,9 +134,11 @@ def server_state(manifest: Mapping[str, Any]) -> ServerState:
     )
     replicas = status.get("readyReplicas") or 0
     reason = ready_condition.get("reason")
+    asleep = reason == "ScaledToZero"
     return ServerState(
-        ready=ready_condition.get("status") == "True" or replicas >= 1,
-        asleep=reason == "ScaledToZero",
+        # scaled to zero wins over a readyReplicas that still counts pods on their way out
+        ready=not asleep and (ready_condition.get("status") == "True" or replicas >= 1),
+        asleep=asleep,
         starting=reason == "Starting" and replicas == 0,
     )
 

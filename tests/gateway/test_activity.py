@@ -59,6 +59,7 @@ def test_server_state_from_the_operators_status() -> None:
         return found.ready, found.asleep, found.starting
 
     assert state("ScaledToZero") == (False, True, False)
+    assert state("ScaledToZero", replicas=1) == (False, True, False)  # pods still terminating
     assert state("Starting") == (False, False, True)
     assert state("Starting", replicas=1) == (True, False, False)
     assert state("AllReplicasReady", "True", 2) == (True, False, False)
