@@ -13,6 +13,7 @@ than ``HIGH_WATER`` bytes wait for the consumer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import ssl
 from collections import deque
@@ -67,7 +68,7 @@ class Response:
         self._released = False
         self.wait_limit: float | None = None
 
-    @property
+    @functools.cached_property
     def content_type(self) -> str:
         """The media type, lower-cased, without parameters ("" when absent)."""
         return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()

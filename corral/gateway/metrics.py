@@ -1,8 +1,8 @@
 """The gateway's Prometheus metrics, in a registry per application (no process globals).
 
-The per-request counters are incremented through ``count_*`` helpers that keep each labelled
-child once resolved, so the request path does no ``labels()`` lookup after the first request
-with a given label set.
+The per-request counters are incremented through ``count_*`` helpers over
+``corral.common.metrics.Children``, so the request path does no ``labels()`` lookup after the
+first request with a given label set.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-_CHILD_CACHE_MAX = 1024
-"""Label sets remembered per counter; HTTP method and status keep the real number small."""
+from corral.common.metrics import Children
 
 
 @dataclass
@@ -52,24 +51,13 @@ class GatewayMetrics:
             "Time from an MCP request to its answer's first byte",
             registry=r,
         )
-        self._authentication_children: dict[str, Counter] = {}
-        self._mcp_request_children: dict[tuple[str, int], Counter] = {}
+        self._authentications = Children(self.authentications)
+        self._mcp_requests = Children(self.mcp_requests)
 
     def count_authentication(self, result: str) -> None:
         """One bearer authentication with ``result`` (ok, missing, invalid)."""
-        child = self._authentication_children.get(result)
-        if child is None:
-            child = self.authentications.labels(result)
-            if len(self._authentication_children) < _CHILD_CACHE_MAX:
-                self._authentication_children[result] = child
-        child.inc()
+        self._authentications(result).inc()
 
     def count_mcp_request(self, method: str, status: int) -> None:
         """One MCP request answered with ``status``."""
-        key = (method, status)
-        child = self._mcp_request_children.get(key)
-        if child is None:
-            child = self.mcp_requests.labels(method, str(status))
-            if len(self._mcp_request_children) < _CHILD_CACHE_MAX:
-                self._mcp_request_children[key] = child
-        child.inc()
+        self._mcp_requests(method, str(status)).inc()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from corral.common.metrics import Children
 
 MAX_METHODS = 64
 """Distinct method labels kept; methods beyond these (clients choose them) count as "other"."""
@@ -46,7 +47,9 @@ class ShimMetrics:
         self.config_reloads = Counter(
             "corral_shim_config_reloads", "Configuration reloads", ["outcome"], registry=r
         )
-        self._children: dict[tuple[str, ...], Any] = {}
+        self._messages = Children(self.messages)
+        self._latency = Children(self.latency)
+        self._denials = Children(self.denials)
         self._methods: set[str] = set()
 
     def _method(self, method: str) -> str:
@@ -58,28 +61,13 @@ class ShimMetrics:
         return method
 
     def message(self, method: str, status: str) -> None:
-        """Count one message (the label children are looked up once, then kept)."""
-        label = self._method(method)
-        key = ("m", label, status)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self.messages.labels(label, status)
-        child.inc()
+        """Count one message."""
+        self._messages(self._method(method), status).inc()
 
     def answered(self, method: str, seconds: float) -> None:
         """Record the time to answer one request."""
-        label = self._method(method)
-        key = ("l", label)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self.latency.labels(label)
-        child.observe(seconds)
+        self._latency(self._method(method)).observe(seconds)
 
     def denied(self, method: str) -> None:
         """Count one message denied by policy."""
-        label = self._method(method)
-        key = ("d", label)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self.denials.labels(label)
-        child.inc()
+        self._denials(self._method(method)).inc()
