@@ -1,14 +1,16 @@
 """Audit delivery: events batched to the gateway's ingest endpoint (or stdout), never lost silently.
 
+Batching: a batch goes out as soon as `batchSize` events are queued, and whatever is queued goes
+out once per `flushIntervalSeconds`, so under steady load batches stay full and an event waits at
+most about one interval.
+
 Wire format: `POST {url}` with `Authorization: Bearer <token>` and body `{"events": [...]}`;
 any 2xx is delivered. 413 and 400 split the batch until single events remain; a single event
 refused can never be stored and is dropped, counted and logged with its id; anything else is
-retried. A batch that cannot be
-delivered goes to the spool (files in `spoolDir`, or memory when none is configured) and is
-retried, oldest first, before newer batches, so events arrive in order and once each (every
-event has a unique `id` for idempotent ingest).
-When the queue or the spool is full, events are dropped, counted and logged.
-"""
+retried. A batch that cannot be delivered goes to the spool (files in `spoolDir`, or memory when
+none is configured) and is retried, oldest first, before newer batches, so events arrive in
+order and once each (every event has a unique `id` for idempotent ingest).
+When the queue or the spool is full, events are dropped, counted and logged."""
 
 from __future__ import annotations
 
@@ -158,23 +160,42 @@ class AuditShipper:
         return [self._queue.popleft() for _ in range(count)]
 
     async def _run(self) -> None:
+        """Send full batches as they fill and what is left once per flush interval, so a steady
+        trickle of events goes out in batches (not one post per handful while a post is in
+        flight) and no event waits much longer than the interval."""
+        loop = asyncio.get_running_loop()
+        interval = self._config.flush_interval_seconds
         backoff = 0.0
+        due = loop.time() + interval
         while True:
             if not self._stopping:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._wake.wait(), max(backoff, self._config.flush_interval_seconds)
-                    )
-                self._wake.clear()
+                await self._wait(max(backoff, due - loop.time()))
+            owed = 0  # events queued when the interval ran out: sent now, full batch or not
+            if loop.time() >= due:
+                owed = len(self._queue)
+                due = loop.time() + interval
             delivered = await self._deliver_spool()
-            while self._queue:
+            while self._queue and (
+                self._stopping
+                or owed > 0
+                or not delivered
+                or len(self._queue) >= self._config.batch_size
+            ):
                 batch = self._take_batch()
+                owed -= len(batch)
                 if not delivered or not await self._send_events(batch):
                     delivered = False
                     self._to_spool(batch)
             backoff = 0.0 if delivered else min(MAX_BACKOFF, max(0.25, backoff * 2))
             if self._stopping:
                 return
+
+    async def _wait(self, seconds: float) -> None:
+        """Until a batch fills (or `stop`), at most ``seconds``."""
+        if seconds > 0 and not self._wake.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
 
     async def _deliver_spool(self) -> bool:
         while (oldest := self._spool.oldest()) is not None:

@@ -130,6 +130,19 @@ async def test_a_bad_event_rejects_the_whole_batch(
         assert await connection.fetchval("SELECT count(*) FROM audit_events") == 0
 
 
+async def test_a_bad_event_late_in_a_large_batch_is_named_and_nothing_is_stored(
+    store_pool: asyncpg.Pool, writer: AuditWriter
+) -> None:
+    """Large batches are validated in slices (yielding to other requests in between): an error
+    in a later slice still names the event's index in the whole batch and stores nothing."""
+    events = [make_event(n) for n in range(200)]
+    events[120] = make_event(120, decision="maybe")
+    with pytest.raises(InvalidInputError, match=r"events\[120\]: field 'decision'"):
+        await writer.ingest(events)
+    async with store_pool.acquire() as connection:
+        assert await connection.fetchval("SELECT count(*) FROM audit_events") == 0
+
+
 FILTERS: list[tuple[dict[str, Any], Callable[[dict[str, Any]], bool]]] = [
     ({"user": "ada"}, lambda e: e["user"] == "ada"),
     ({"server": "git"}, lambda e: e["server"] == "git"),
