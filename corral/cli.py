@@ -15,6 +15,7 @@ from corral import __version__
 SUBCOMMANDS = {
     "apikey": "corral.gateway.apikey_command:apikey",
     "bridge": "corral.bridge.command:bridge",
+    "catalog": "corral.api.catalog_command:catalog",
     "crds": "corral.api.commands:crds",
     "dev": "corral.dev.command:dev",
     "gateway": "corral.gateway.command:gateway",

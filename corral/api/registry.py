@@ -17,6 +17,9 @@ from urllib.parse import urlsplit
 
 from corral.api.catalog import MCPCatalogEntry
 
+REGISTRY_NAME_ANNOTATION = "corral.dev/registry-name"
+"""Annotation that keeps an imported entry's original registry name (`io.github.acme/x`)."""
+
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
 _CONFIG_NAME = re.compile(r"[^-._a-zA-Z0-9]+")
 
@@ -61,9 +64,10 @@ def import_server_json(doc: Mapping[str, Any]) -> Imported:
         spec["icon"] = icon
     if config:
         spec["config"] = _unique(config, problems)
-    entry = MCPCatalogEntry.model_validate(
-        {"metadata": {"name": entry_name(registry_name)}, "spec": spec}
-    )
+    metadata: dict[str, Any] = {"name": entry_name(registry_name)}
+    if registry_name:
+        metadata["annotations"] = {REGISTRY_NAME_ANNOTATION: registry_name}
+    entry = MCPCatalogEntry.model_validate({"metadata": metadata, "spec": spec})
     return Imported(entry, tuple(problems))
 
 

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 from corral.api.catalog import ConfigItem, MCPCatalogEntry
 from corral.api.policy import Caller
+from corral.api.registry import REGISTRY_NAME_ANNOTATION
 from corral.api.runtimes import Runtime
 from corral.gateway.authn import Principal
 from corral.gateway.directory import ServerDirectory, ServerEntry, ServerStatus, catalog_key
@@ -305,6 +306,9 @@ def corral_meta(entry: MCPCatalogEntry) -> dict[str, Any]:
         "runtime": spec.runtime.kind,
         "versioned": spec.version is not None,
     }
+    imported_as = (entry.metadata.annotations or {}).get(REGISTRY_NAME_ANNOTATION)
+    if imported_as:
+        meta["registryName"] = imported_as
     if spec.categories:
         meta["categories"] = list(spec.categories)
     if spec.config:

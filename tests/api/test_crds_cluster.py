@@ -4,6 +4,8 @@ invalid manifest with the message its rule defines, explain fields, and print co
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,14 +17,17 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from corral.api.kinds import KINDS
+from corral.api.registry import REGISTRY_NAME_ANNOTATION
 from e2e.cluster.launcher import Cluster
 from e2e.cluster.waiting import wait_for
 from tests.api.manifests import EXAMPLES, INVALID, Invalid, server, without_none
+from tests.api.test_registry import NPM_SERVER
 
 pytestmark = pytest.mark.cluster
 
 CRDS_DIR = Path(__file__).resolve().parents[2] / "crds"
 TIMEOUT = 120.0
+CORRAL = str(Path(sys.executable).parent / "corral")
 EXAMPLE_FILES = sorted(
     p
     for sub in ("catalog", "servers", "policies", "instances")
@@ -92,6 +97,32 @@ def test_invalid_manifest_is_rejected_with_its_message(
     result = _create(crds_installed, api_namespace, without_none(case.manifest), dry_run=True)
     assert result.returncode != 0, f"{case.id} was accepted"
     assert case.message in result.stderr
+
+
+def test_an_imported_server_json_is_accepted_as_is(
+    crds_installed: Cluster, api_namespace: str, tmp_path: Path
+) -> None:
+    """`corral catalog import` writes a manifest the API server takes with strict validation."""
+    source = tmp_path / "server.json"
+    source.write_text(json.dumps(NPM_SERVER))
+    imported = subprocess.run(
+        [CORRAL, "catalog", "import", str(source), "--namespace", api_namespace],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    manifest = yaml.safe_load(imported.stdout)
+    result = _create(crds_installed, api_namespace, manifest, dry_run=False)
+    assert result.returncode == 0, result.stderr
+    stored = json.loads(
+        crds_installed.run_kubectl(
+            "-n", api_namespace, "get", "mcpcatalogentry", manifest["metadata"]["name"],
+            "-o", "json",
+        ).stdout
+    )  # fmt: skip
+    assert stored["metadata"]["annotations"][REGISTRY_NAME_ANNOTATION] == NPM_SERVER["name"]
+    assert stored["spec"]["runtime"] == manifest["spec"]["runtime"]
 
 
 def test_unknown_field_is_refused(crds_installed: Cluster, api_namespace: str) -> None:

@@ -133,6 +133,8 @@ def test_an_imported_server_json_goes_back_out_in_the_registry_shape() -> None:
     assert (package["identifier"], package["version"]) == ("@acme/weather-mcp", "1.2.0")
     names = {v["name"] for v in package["environmentVariables"]}
     assert names == {"WEATHER_API_KEY", "LOG_LEVEL"}
+    corral_meta = document["_meta"][registry.CORRAL_META]
+    assert corral_meta["registryName"] == NPM_SERVER["name"], "the original name is kept"
 
 
 def test_timestamps_come_from_creation_and_the_last_spec_write() -> None:
