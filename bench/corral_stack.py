@@ -83,9 +83,11 @@ class Gateway:
     base_url: str
     process: subprocess.Popen[bytes]
     api_key: str
+    mcp_base_url: str
+    """Where MCP clients connect: the lean MCP port (``listen.mcpPort``), as the chart does."""
 
     def mcp_url(self, server: str) -> str:
-        return f"{self.base_url}/mcp/{NAMESPACE}/{server}"
+        return f"{self.mcp_base_url}/mcp/{NAMESPACE}/{server}"
 
 
 @dataclass
@@ -99,6 +101,8 @@ class CorralStack:
     shim_tokens: dict[str, str] = field(default_factory=dict)
     shims: dict[str, Shim] = field(default_factory=dict)
     gateway_port: int = field(default_factory=free_port)
+    gateway_mcp_port: int | None = field(default_factory=free_port)
+    """None: MCP on the application's port too."""
     profile_dir: Path | None = None
 
     def _argv(self, name: str, argv: list[str]) -> list[str]:
@@ -149,7 +153,11 @@ class CorralStack:
         names = list(self.shims)
         config = {
             "publicBaseUrl": f"http://{LOOPBACK}:{self.gateway_port}",
-            "listen": {"host": LOOPBACK, "port": self.gateway_port},
+            "listen": {
+                "host": LOOPBACK,
+                "port": self.gateway_port,
+                "mcpPort": self.gateway_mcp_port,
+            },
             "database": {"dsn": {"value": self.dsn}, "maxSize": 10},
             "identity": {"issuer": ISSUER, "signingKeys": [{"file": str(key_file)}]},
             "sessions": {"keys": [{"value": base64.b64encode(os.urandom(32)).decode()}]},
@@ -172,7 +180,8 @@ class CorralStack:
         base = f"http://{LOOPBACK}:{self.gateway_port}"
         self.stack.wait_http(process, f"{base}/readyz")
         wait_until(lambda: answers(f"{base}/readyz"), "gateway ready")
-        return Gateway(base, process, api_key)
+        mcp_port = self.gateway_mcp_port or self.gateway_port
+        return Gateway(base, process, api_key, f"http://{LOOPBACK}:{mcp_port}")
 
     def audit_counts(self) -> dict[str, int]:
         """Audit events stored so far, per server (evidence that audit was on)."""

@@ -1,4 +1,4 @@
-"""A lean HTTP/1.1 server for one hot endpoint: the shim's MCP port.
+"""A lean HTTP/1.1 server for one hot endpoint: the shim's MCP port, the gateway's MCP port.
 
 Rule: requests are parsed by llhttp (through httptools), one handler coroutine runs per request
 and returns either a ``Reply`` (a whole body, sent with Content-Length) or a ``StreamReply``
@@ -6,9 +6,10 @@ and returns either a ``Reply`` (a whole body, sent with Content-Length) or a ``S
 back-pressure). Requests on one connection are answered in order. A body larger than
 ``max_body()`` is not buffered: the handler gets the request with ``oversized`` set (so it can
 still authenticate and audit before refusing it) and the connection closes after the answer.
-Time limits: a request's head and body must arrive within ``read_timeout`` seconds, and an idle
-keep-alive connection is closed after ``idle_timeout``. A handler still running when its client
-goes away is cancelled. Everything else a general web server does is out of scope.
+Time limits: a request's head and body must arrive within ``read_timeout`` seconds (else 408 and
+the connection closes), and an idle keep-alive connection is closed after ``idle_timeout``. A
+handler still running when its client goes away is cancelled. A ``Reply`` with ``close`` ends
+its connection. Everything else a general web server does is out of scope.
 """
 
 from __future__ import annotations
@@ -51,12 +52,13 @@ class Request:
 @dataclass
 class Reply:
     """A whole answer; ``after`` runs once it is handed to the socket (bookkeeping that need
-    not delay the answer)."""
+    not delay the answer); ``close`` ends the connection after it."""
 
     status: int
     body: bytes = b""
     headers: Iterable[tuple[str, str]] = ()
     after: Callable[[], None] | None = None
+    close: bool = False
 
 
 @dataclass
@@ -92,6 +94,7 @@ class _Connection(asyncio.Protocol):
         self._limit = 0
         self._current: Request | None = None
         self._oversized = False
+        self._reading = False
         self._queue: deque[tuple[Request, bool]] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -143,6 +146,7 @@ class _Connection(asyncio.Protocol):
         self._body_bytes = 0
         self._current = None
         self._oversized = False
+        self._reading = True
         if not self._queue and self._worker is None:
             self._arm(self._server.read_timeout)
 
@@ -176,6 +180,7 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._reading = False
         request = self._current
         if self._oversized or request is None:
             return
@@ -202,6 +207,7 @@ class _Connection(asyncio.Protocol):
         )
 
     def _dispatch_oversized(self, request: Request) -> None:
+        self._reading = False
         request.oversized = True
         self._oversized = True
         self._enqueue(request, keep_alive=False)
@@ -239,10 +245,12 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None:
             if isinstance(reply, StreamReply):
-                await _close_iterator(reply.chunks)
+                await close_chunks(reply.chunks)
             elif reply.after is not None:
                 _run_after(reply.after)
             return
+        if isinstance(reply, Reply) and reply.close:
+            keep_alive = False
         connection = "" if keep_alive else "Connection: close\r\n"
         if isinstance(reply, Reply):
             head = _head(reply.status, reply.headers, f"Content-Length: {len(reply.body)}\r\n")
@@ -271,7 +279,7 @@ class _Connection(asyncio.Protocol):
             if self._transport is not None:
                 self._transport.write(b"0\r\n\r\n")
         finally:
-            await _close_iterator(reply.chunks)
+            await close_chunks(reply.chunks)
 
     async def _drained(self) -> None:
         while self._paused_writing and self._transport is not None:
@@ -293,7 +301,10 @@ class _Connection(asyncio.Protocol):
     def _expire(self) -> None:
         self._timer = None
         if self._worker is None and not self._queue:
-            self._close()
+            if self._reading:
+                self._refuse(408, "the request did not arrive in time")
+            else:
+                self._close()
 
     def _refuse(self, status: int, message: str) -> None:
         transport = self._transport
@@ -322,7 +333,8 @@ def _run_after(after: Callable[[], None]) -> None:
         log.exception("bookkeeping after an answer failed")
 
 
-async def _close_iterator(chunks: AsyncIterator[bytes]) -> None:
+async def close_chunks(chunks: AsyncIterator[bytes]) -> None:
+    """Close a reply's chunk iterator (an async generator runs its cleanup)."""
     close = getattr(chunks, "aclose", None)
     if close is not None:
         await close()

@@ -118,6 +118,8 @@ def _add_mcp_routes(
                 directory=chosen,
                 instances=instances,
                 http=http,
+                authenticator=app[AUTHENTICATOR],
+                metrics=app[METRICS],
             )
             yield
 

@@ -25,7 +25,7 @@ API_RESOURCE = "/api"
 async def require_principal(request: web.Request) -> Principal:
     """The caller of an ``/api`` route, or a 401 naming the protected resource metadata."""
     settings = request.app[SETTINGS]
-    token = bearer_token(request)
+    token = bearer_token(request.headers)
     principal = None
     if token is not None:
         principal = await request.app[AUTHENTICATOR].authenticate(token)

@@ -198,7 +198,7 @@ _BATCH_OUTCOMES = {
 
 async def _ingest(request: web.Request) -> IngestResult:
     settings = request.app[SETTINGS]
-    token = bearer_token(request)
+    token = bearer_token(request.headers)
     server = None if token is None else request.app[SHIM_TOKENS].lookup(token)
     if server is None:
         raise json_error(

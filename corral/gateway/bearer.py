@@ -16,9 +16,10 @@ from aiohttp import web
 METADATA_PREFIX = "/.well-known/oauth-protected-resource"
 
 
-def bearer_token(request: web.Request) -> str | None:
-    """The bearer token in ``Authorization``, or None when absent or another scheme."""
-    header = request.headers.get("Authorization", "")
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """The bearer token in a request's ``Authorization`` header, or None when absent or another
+    scheme."""
+    header = headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:

@@ -26,11 +26,13 @@ from kubernetes.client import ApiClient
 
 from corral.common.assertion import generate_signing_key, public_jwk
 from corral.common.log import setup_logging
+from corral.gateway import routing
 from corral.gateway.app import create_app
 from corral.gateway.config import (
     ConfigError,
     Discovery,
     GatewayConfig,
+    Listen,
     load_config,
     to_settings,
 )
@@ -112,7 +114,7 @@ async def _main(settings: GatewaySettings, config: GatewayConfig) -> None:
 
 async def _serve(settings: GatewaySettings, config: GatewayConfig) -> None:
     async with _discovery(config.discovery) as (directory, instances):
-        await _run(settings, directory, instances, config.listen.host, config.listen.port)
+        await _run(settings, directory, instances, config.listen)
 
 
 @contextlib.asynccontextmanager
@@ -153,19 +155,25 @@ async def _run(
     settings: GatewaySettings,
     directory: ServerDirectory | None,
     instances: InstanceManager | None,
-    host: str,
-    port: int,
+    listen: Listen,
 ) -> None:
+    app = create_app(settings, directory=directory, instances=instances)
     runner = web.AppRunner(
-        create_app(settings, directory=directory, instances=instances),
-        access_log=None,
-        handler_cancellation=True,
-        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        app, access_log=None, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT
     )
     await runner.setup()
+    mcp = None
     try:
-        await web.TCPSite(runner, host, port).start()
-        log.info("gateway %s listening on %s:%d", settings.public_base_url, host, port)
+        await web.TCPSite(runner, listen.host, listen.port).start()
+        log.info(
+            "gateway %s listening on %s:%d", settings.public_base_url, listen.host, listen.port
+        )
+        if listen.mcp_port is not None:
+            mcp = routing.mcp_server(app[routing.ROUTER])
+            await mcp.start(listen.host, listen.mcp_port)
+            log.info("MCP routes also on %s:%d", listen.host, mcp.port)
         await asyncio.Event().wait()
     finally:
+        if mcp is not None:
+            await mcp.stop()
         await runner.cleanup()

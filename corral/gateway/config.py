@@ -13,10 +13,10 @@ from __future__ import annotations
 import base64
 import binascii
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import yaml
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from corral.api.catalog import MCPCatalogEntry
 from corral.api.policies import AccessPolicy
@@ -43,6 +43,14 @@ class Secret(SecretSource):
 class Listen(ConfigModel):
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=0, le=65535)
+    mcp_port: int | None = Field(None, ge=0, le=65535)
+    """A second port serving only ``/mcp/{namespace}/{server}``, on a lean HTTP server."""
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> Self:
+        if self.mcp_port is not None and self.mcp_port != 0 and self.mcp_port == self.port:
+            raise ValueError(f"listen.mcpPort must differ from listen.port ({self.port})")
+        return self
 
 
 class Database(ConfigModel):

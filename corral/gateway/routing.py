@@ -1,14 +1,19 @@
 """The MCP front door: ``/mcp/{namespace}/{server}`` (POST, GET, DELETE) forwarded to a shim.
 
-Rule: checks run in a fixed order and each refusal is final: route shape (404), ``Origin``
-(403), bearer token (401 naming the RFC 9728 metadata), rate limit (429), server known (404),
-credential limited to other servers or no policy could allow the caller (403), body size (413)
-and read time (408), session id (404 when unknown or another user's), instance running (503 with
-``Retry-After``). Then one identity assertion is minted for this request and the request goes to
-the shim with an allowlist of headers (never the client's ``Authorization`` or cookies); the
-answer streams back chunk by chunk, with the upstream session id sealed into a gateway one.
-Each forwarded call is recorded with the instance manager (``record``, in memory); the answer
-to a ``tools/list`` is also copied, bounded, and its tool names recorded once it has been sent.
+Rule: ``serve`` answers one request whichever server received it (an ``Incoming`` in, a
+``Reply`` or ``StreamReply`` out); two thin adapters feed it: ``mcp_endpoint`` on the aiohttp
+application's port, and ``mcp_server``, a lean HTTP server for ``listen.mcpPort`` that serves
+these routes alone. Checks run in a fixed order and each refusal is final: route shape (404),
+method (405), ``Origin`` (403), bearer token (401 naming the RFC 9728 metadata), rate limit
+(429), server known (404), credential limited to other servers or no policy could allow the
+caller (403), body size (413) and read time (408), session id (404 when unknown or another
+user's), instance running (503 with ``Retry-After``). Then one identity assertion is minted for
+this request and the request goes to the shim with an allowlist of headers (never the client's
+``Authorization`` or cookies); the answer streams back chunk by chunk, with the upstream session
+id sealed into a gateway one. Each forwarded call is recorded with the instance manager
+(``record``, in memory); the answer to a ``tools/list`` is also copied, bounded, and its tool
+names recorded once it has been sent. A request is counted and logged once its answer is
+complete.
 
 A POST body (one JSON-RPC message) is read whole, bounded by ``max_body_bytes`` and
 ``body_timeout``, before it is forwarded; responses and SSE streams are never buffered.
@@ -16,8 +21,7 @@ A POST body (one JSON-RPC message) is read whole, bounded by ``max_body_bytes`` 
 The path is kept lean because every forwarded call pays it: the API key, the early policy
 decision and a presented session id are each answered from a cache that keeps the order and
 meaning of the checks above (see ``corral.gateway.authn``, ``directory`` and ``sessions``); a
-body that has fully arrived and an instance known to be up need no timer.
-"""
+body that has fully arrived and an instance known to be up need no timer."""
 
 from __future__ import annotations
 
@@ -25,18 +29,20 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from corral.common.assertion import ASSERTION_HEADER
 from corral.common.httpclient import ClientFailure, PoolSet, Response
+from corral.common.httpserver import LeanServer, Reply, Request, StreamReply, close_chunks
 from corral.gateway.activity import MAX_CAPTURE_BYTES, tool_names, tools_list_id
-from corral.gateway.appkeys import AUTHENTICATOR, METRICS, SETTINGS
-from corral.gateway.authn import Principal
+from corral.gateway.appkeys import SETTINGS
+from corral.gateway.authn import Authenticator, Principal
 from corral.gateway.bearer import bearer_token, challenge
 from corral.gateway.directory import ServerDirectory, ServerEntry
 from corral.gateway.edge import RateLimiter, origin_allowed, origin_of, request_id, valid_route
@@ -55,6 +61,7 @@ FORWARDED_REQUEST_HEADERS = frozenset(
     {"accept", "content-type", "mcp-protocol-version", "last-event-id", "mcp-method", "mcp-name"}
 )
 RETURNED_HEADERS = frozenset({"content-type", "mcp-protocol-version", "cache-control", "allow"})
+METHODS = ("POST", "GET", "DELETE")
 
 
 class Refused(Exception):  # noqa: N818
@@ -99,6 +106,8 @@ class Router:
         directory: ServerDirectory,
         instances: InstanceManager,
         http: PoolSet,
+        authenticator: Authenticator,
+        metrics: GatewayMetrics,
     ) -> None:
         self.settings = settings
         self.base_url = public_base_url.rstrip("/")
@@ -113,36 +122,111 @@ class Router:
         self.limiter = RateLimiter(settings.rate_per_second, settings.rate_burst)
         self.allowed_origins = frozenset({*settings.allowed_origins, origin_of(self.base_url)})
         self.http = http
+        self.authenticator = authenticator
+        self.metrics = metrics
 
 
 ROUTER = web.AppKey("router", Router)
 
 
-async def mcp_endpoint(request: web.Request) -> web.StreamResponse:
-    """POST, GET and DELETE on ``/mcp/{namespace}/{server}``."""
+@dataclass(slots=True)
+class Incoming:
+    """One request at the MCP front door, from whichever server received it; ``read_body``
+    returns the whole body within the size and time limits or raises ``Refused``."""
+
+    method: str
+    target: str
+    headers: CIMultiDictProxy[str]
+    read_body: Callable[[], Awaitable[bytes]]
+
+
+async def serve(router: Router, incoming: Incoming) -> Reply | StreamReply:
+    """The answer to one MCP request; it is counted and logged once it is complete."""
     call = Call(
-        request_id(request.headers.get(REQUEST_ID_HEADER)), request.method, time.monotonic()
+        request_id(incoming.headers.get(REQUEST_ID_HEADER)), incoming.method, time.monotonic()
     )
-    app = request.app
-    metrics = app[METRICS]
     try:
-        response = await _serve(request, app[ROUTER], metrics, call)
+        return await _serve(router, incoming, call)
     except Refused as refused:
         call.status = refused.status
-        response = _error_reply(refused)
-        response.headers[REQUEST_ID_HEADER] = call.request_id
-        if refused.close:
-            await response.prepare(request)
-            await response.write_eof()
-            request.protocol.force_close()
-    _record(metrics, call)
+        return _error_reply(refused, call, router.metrics)
+
+
+def mcp_server(router: Router) -> LeanServer:
+    """The MCP routes alone on a lean HTTP server (``listen.mcpPort``), for the hot path: a
+    body is read whole before the handler runs, within ``maxBodyBytes`` and ``bodyTimeout``."""
+    settings = router.settings
+
+    async def handle(request: Request) -> Reply | StreamReply:
+        async def read_body() -> bytes:
+            declared = request.declared_length
+            limit = settings.max_body_bytes
+            if request.oversized or (declared is not None and declared > limit):
+                raise _too_large(limit)
+            return request.body
+
+        return await serve(
+            router, Incoming(request.method, request.target, request.headers, read_body)
+        )
+
+    return LeanServer(
+        handle, max_body=lambda: settings.max_body_bytes, read_timeout=settings.body_timeout
+    )
+
+
+async def mcp_endpoint(request: web.Request) -> web.StreamResponse:
+    """POST, GET and DELETE on ``/mcp/{namespace}/{server}``, on the application's port."""
+    router = request.app[ROUTER]
+    settings = router.settings
+    reply = await serve(
+        router,
+        Incoming(
+            request.method,
+            request.raw_path,
+            request.headers,
+            lambda: _read_body(request, settings),
+        ),
+    )
+    if isinstance(reply, StreamReply):
+        return await _stream_to(request, reply)
+    response = web.Response(status=reply.status, body=reply.body, headers=list(reply.headers))
+    if reply.close:
+        await response.prepare(request)
+        await response.write_eof()
+        request.protocol.force_close()
+    if reply.after is not None:
+        reply.after()
     return response
 
 
-def _error_reply(refused: Refused) -> web.Response:
+async def _stream_to(request: web.Request, reply: StreamReply) -> web.StreamResponse:
+    response = web.StreamResponse(status=reply.status, headers=list(reply.headers))
+    try:
+        await response.prepare(request)
+        async for chunk in reply.chunks:
+            await response.write(chunk)
+    except ConnectionResetError:
+        log.debug("client went away mid-answer")
+        return response
+    finally:
+        await close_chunks(reply.chunks)
+    await response.write_eof()
+    return response
+
+
+def _error_reply(refused: Refused, call: Call, metrics: GatewayMetrics) -> Reply:
     body = jsonrpc.dumps(jsonrpc.error_response(None, refused.code, str(refused)))
-    return web.Response(
-        status=refused.status, body=body, content_type="application/json", headers=refused.headers
+    headers = [
+        ("Content-Type", "application/json"),
+        *refused.headers.items(),
+        (REQUEST_ID_HEADER, call.request_id),
+    ]
+    return Reply(
+        refused.status,
+        body,
+        headers,
+        after=lambda: _record(metrics, call),
+        close=refused.close,
     )
 
 
@@ -162,18 +246,23 @@ def _record(metrics: GatewayMetrics, call: Call) -> None:
     log.info("mcp %s %s -> %d", call.method, call.route, call.status, extra={"fields": fields})
 
 
-async def _serve(
-    request: web.Request, router: Router, metrics: GatewayMetrics, call: Call
-) -> web.StreamResponse:
-    route = valid_route(request.raw_path)
+async def _serve(router: Router, incoming: Incoming, call: Call) -> Reply | StreamReply:
+    route = valid_route(incoming.target)
     if route is None:
         raise Refused(404, jsonrpc.INVALID_REQUEST, "no MCP server at this path")
+    if incoming.method not in METHODS:
+        raise Refused(
+            405,
+            jsonrpc.INVALID_REQUEST,
+            f"method {incoming.method} not allowed here",
+            headers={"Allow": ", ".join(METHODS)},
+        )
     namespace, name = route
     call.route = f"{namespace}/{name}"
-    origin = request.headers.get("Origin")
+    origin = incoming.headers.get("Origin")
     if not origin_allowed(origin, router.allowed_origins):
         raise Refused(403, jsonrpc.INVALID_REQUEST, f"origin {origin!r} is not allowed")
-    principal = await _authenticate(request, router, metrics, namespace, name)
+    principal = await _authenticate(incoming, router, namespace, name)
     call.user = principal.user
     wait = router.limiter.take(principal.user)
     if wait > 0:
@@ -184,22 +273,20 @@ async def _serve(
             headers={"Retry-After": str(math.ceil(wait))},
         )
     server = _authorize(router, principal, namespace, name)
-    body = await _read_body(request, router.settings) if request.method == "POST" else None
-    instance, upstream_session = await _instance_for(request, router, server, principal)
+    body = await incoming.read_body() if incoming.method == "POST" else None
+    instance, upstream_session = await _instance_for(incoming, router, server, principal)
     return await _forward(
-        request, router, metrics, call, server, principal, instance, upstream_session, body
+        incoming, router, call, server, principal, instance, upstream_session, body
     )
 
 
-async def _authenticate(
-    request: web.Request, router: Router, metrics: GatewayMetrics, namespace: str, name: str
-) -> Principal:
-    token = bearer_token(request)
+async def _authenticate(incoming: Incoming, router: Router, namespace: str, name: str) -> Principal:
+    token = bearer_token(incoming.headers)
     principal = None
     if token is not None:
-        principal = await request.app[AUTHENTICATOR].authenticate(token)
+        principal = await router.authenticator.authenticate(token)
     result = "ok" if principal is not None else "missing" if token is None else "invalid"
-    metrics.count_authentication(result)
+    router.metrics.count_authentication(result)
     if principal is None:
         presented = token is not None
         value = challenge(router.base_url, f"/mcp/{namespace}/{name}", token_presented=presented)
@@ -259,10 +346,10 @@ def _too_large(limit: int) -> Refused:
 
 
 async def _instance_for(
-    request: web.Request, router: Router, server: ServerEntry, principal: Principal
+    incoming: Incoming, router: Router, server: ServerEntry, principal: Principal
 ) -> tuple[str, str | None]:
     """The shim URL to forward to, and the upstream session id (None without a session)."""
-    presented = request.headers.get(SESSION_HEADER)
+    presented = incoming.headers.get(SESSION_HEADER)
     if presented is not None:
         ref = router.sessions.open(presented, server.route)
         if (
@@ -291,7 +378,7 @@ async def _instance_for(
 
 
 def _upstream_headers(
-    request: web.Request,
+    incoming: Incoming,
     router: Router,
     call: Call,
     server: ServerEntry,
@@ -299,7 +386,7 @@ def _upstream_headers(
     upstream_session: str | None,
 ) -> dict[str, str]:
     headers: dict[str, str] = {}
-    for name, value in request.headers.items():
+    for name, value in incoming.headers.items():
         lower = name.lower()
         if lower in FORWARDED_REQUEST_HEADERS or lower.startswith("mcp-param-"):
             headers[name] = value
@@ -312,21 +399,20 @@ def _upstream_headers(
 
 
 async def _forward(
-    request: web.Request,
+    incoming: Incoming,
     router: Router,
-    metrics: GatewayMetrics,
     call: Call,
     server: ServerEntry,
     principal: Principal,
     instance: str,
     upstream_session: str | None,
     body: bytes | None,
-) -> web.StreamResponse:
-    headers = _upstream_headers(request, router, call, server, principal, upstream_session)
+) -> Reply | StreamReply:
+    headers = _upstream_headers(incoming, router, call, server, principal, upstream_session)
     pool, target = router.http.route(instance)
     try:
         upstream = await pool.request(
-            request.method,
+            incoming.method,
             target,
             headers.items(),
             body,
@@ -337,39 +423,57 @@ async def _forward(
         raise Refused(
             502, jsonrpc.UPSTREAM_UNAVAILABLE, f"the MCP server {server.route} is unreachable"
         ) from None
-    async with upstream:
-        metrics.mcp_seconds.observe(time.monotonic() - call.started)
+    streaming = False
+    try:
+        router.metrics.mcp_seconds.observe(time.monotonic() - call.started)
         returned = _returned_headers(
-            request, router, upstream, server, principal, instance, upstream_session
+            incoming, router, upstream, server, principal, instance, upstream_session
         )
         returned[REQUEST_ID_HEADER] = call.request_id
         call.status = upstream.status
         router.instances.record(server, principal)
         listing = tools_list_id(body) if upstream.status == 200 else None
         if _is_small_json(upstream):
-            return await _relay_whole(upstream, returned, router, server, principal, listing)
-        response = web.StreamResponse(status=upstream.status, headers=returned)
-        captured: bytearray | None = None if listing is None else bytearray()
-        await response.prepare(request)
-        try:
-            async for chunk in upstream.chunks():
-                await response.write(chunk)
-                if captured is not None:
-                    captured += chunk
-                    if len(captured) > MAX_CAPTURE_BYTES:
-                        captured = None
-        except ClientFailure as error:
-            log.warning("stream from %s ended early: %r", server.route, error)
-            return response
-        except ConnectionResetError:
-            log.debug("client of %s went away mid-answer", server.route)
-            return response
-        await response.write_eof()
-        if captured is not None:
-            tools = tool_names(upstream.content_type, bytes(captured), listing)
-            if tools is not None:
-                router.instances.record(server, principal, tools)
-        return response
+            return await _relay_whole(upstream, returned, router, call, server, principal, listing)
+        chunks = _relay_stream(upstream, router, call, server, principal, listing)
+        await anext(chunks)  # started: closing it now releases the upstream and records the call
+        streaming = True
+        return StreamReply(upstream.status, chunks, list(returned.items()))
+    finally:
+        if not streaming:
+            upstream.release()
+
+
+async def _relay_stream(
+    upstream: Response,
+    router: Router,
+    call: Call,
+    server: ServerEntry,
+    principal: Principal,
+    listing: Any | None,
+) -> AsyncIterator[bytes]:
+    """The answer chunk by chunk as it arrives; yields b"" first so the caller can start it (a
+    started generator always runs its cleanup when closed). A ``tools/list`` answer is copied,
+    bounded, and its tool names recorded once it has been passed on whole."""
+    captured: bytearray | None = None if listing is None else bytearray()
+    try:
+        yield b""
+        async for chunk in upstream.chunks():
+            yield chunk
+            if captured is not None:
+                captured += chunk
+                if len(captured) > MAX_CAPTURE_BYTES:
+                    captured = None
+    except ClientFailure as error:
+        log.warning("stream from %s ended early: %r", server.route, error)
+        return
+    finally:
+        upstream.release()
+        _record(router.metrics, call)
+    if captured is not None:
+        tools = tool_names(upstream.content_type, bytes(captured), listing)
+        if tools is not None:
+            router.instances.record(server, principal, tools)
 
 
 def _is_small_json(upstream: Response) -> bool:
@@ -386,10 +490,11 @@ async def _relay_whole(
     upstream: Response,
     headers: dict[str, str],
     router: Router,
+    call: Call,
     server: ServerEntry,
     principal: Principal,
     listing: Any | None,
-) -> web.Response:
+) -> Reply:
     try:
         payload = await upstream.read()
     except ClientFailure as error:
@@ -401,11 +506,14 @@ async def _relay_whole(
         tools = tool_names(upstream.content_type, payload, listing)
         if tools is not None:
             router.instances.record(server, principal, tools)
-    return web.Response(status=upstream.status, body=payload, headers=headers)
+    metrics = router.metrics
+    return Reply(
+        upstream.status, payload, list(headers.items()), after=lambda: _record(metrics, call)
+    )
 
 
 def _returned_headers(
-    request: web.Request,
+    incoming: Incoming,
     router: Router,
     upstream: Response,
     server: ServerEntry,
@@ -418,7 +526,7 @@ def _returned_headers(
     headers = {k: v for k, v in upstream.headers.items() if k in RETURNED_HEADERS}
     upstream_session = upstream.headers.get("mcp-session-id")
     if upstream_session is not None:
-        presented = request.headers.get(SESSION_HEADER)
+        presented = incoming.headers.get(SESSION_HEADER)
         if presented is not None and presented_upstream == upstream_session:
             headers[SESSION_HEADER] = presented
         else:

@@ -172,7 +172,9 @@ async def test_a_slow_request_is_cut_off(served: tuple[LeanServer, Recorder, str
     _, recorder, url = served
     reader, writer = await raw(url)
     writer.write(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
-    assert await read_all(reader) == b""  # closed after read_timeout, unanswered
+    answer = await read_all(reader)  # answered after read_timeout, then closed
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert b"Connection: close\r\n" in answer
     writer.close()
     assert recorder.requests == []
 

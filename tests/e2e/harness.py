@@ -80,6 +80,7 @@ class Stage:
     suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     processes: list[RunningProcess] = field(default_factory=list)
     gateway_port: int = field(default_factory=free_port)
+    gateway_mcp_port: int = field(default_factory=free_port)
     audit_token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:
@@ -104,6 +105,11 @@ class Stage:
     @property
     def gateway_url(self) -> str:
         return f"http://{LOOPBACK}:{self.gateway_port}"
+
+    @property
+    def gateway_mcp_url(self) -> str:
+        """The gateway's MCP port (the chart's `mcp` port, where the Ingress sends /mcp/)."""
+        return f"http://{LOOPBACK}:{self.gateway_mcp_port}"
 
     def _render(self) -> Rendered:
         return render(
@@ -241,7 +247,12 @@ class Stage:
         config: dict[str, Any] = yaml.safe_load(
             rewrite_paths(config_map["data"]["config.yaml"], mounts)
         )
-        config["listen"] = {"host": LOOPBACK, "port": self.gateway_port}
+        config["listen"] = {
+            **config["listen"],
+            "host": LOOPBACK,
+            "port": self.gateway_port,
+            "mcpPort": self.gateway_mcp_port,
+        }
         config["discovery"] = {"kind": "static"}
         config["servers"] = servers
         config["users"] = [u.entry() for u in users]
@@ -251,7 +262,7 @@ class Stage:
         """The chart's gateway configuration with Kubernetes discovery, as the chart's gateway
         account, on a port of its own."""
         config = self.gateway_config(dsn, [], users)
-        config["listen"] = {"host": LOOPBACK, "port": free_port()}
+        config["listen"] = {"host": LOOPBACK, "port": free_port(), "mcpPort": None}
         config["discovery"] = {
             "kind": "kubernetes",
             "namespace": self.namespace,

@@ -74,7 +74,7 @@ class Running:
     """The URL of a second gateway that finds servers by watching the API server."""
 
     def mcp_url(self, server: str) -> str:
-        return f"{self.stage.gateway_url}/mcp/{self.stage.namespace}/{server}"
+        return f"{self.stage.gateway_mcp_url}/mcp/{self.stage.namespace}/{server}"
 
 
 @pytest.fixture(scope="module")

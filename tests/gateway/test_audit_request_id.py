@@ -15,9 +15,11 @@ import asyncpg
 import orjson
 
 from corral.gateway import audit_api
-from tests.fixtures.gateway import ApiKeyMaker, GatewayFactory
+from tests.fixtures.gateway import ApiKeyMaker, GatewayFactory, on_both_fronts
 from tests.fixtures.processes import LOOPBACK, free_port
 from tests.fixtures.shim import NAMESPACE, RecordingUpstream, ShimHandle
+
+pytest_generate_tests = on_both_fronts
 
 ShimFactory = Callable[..., ShimHandle]
 SHIM_TOKEN = "namespace-audit-token"

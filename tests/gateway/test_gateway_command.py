@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from click.testing import CliRunner
@@ -20,6 +21,7 @@ from corral.gateway.config import ConfigError, load_config, to_settings
 from corral.gateway.signing import load_signing_key, signing_key_pem
 from tests.fixtures.gateway import ApiKeyMaker, FakeShim, Upstream
 from tests.fixtures.mcp_client import mcp_session
+from tests.fixtures.processes import free_port
 from tests.fixtures.shim import ISSUER, NAMESPACE, SERVER, ShimHandle, run_corral
 
 ShimFactory = Callable[..., ShimHandle]
@@ -41,29 +43,39 @@ def write_config(directory: Path, shim: Upstream, dsn: str, **extra: Any) -> Pat
     return path
 
 
+@pytest.mark.parametrize("front", ["app", "lean"])
 async def test_corral_gateway_serves_mcp_from_its_config_file(
     shim_factory: ShimFactory,
     everything_http: str,
     postgres_dsn: str,
     api_key: ApiKeyMaker,
     log_dir: Path,
+    front: str,
 ) -> None:
+    """MCP on the application's port, or on ``listen.mcpPort`` (which serves nothing else)."""
     shim = shim_factory(everything_http)
     config_path = write_config(log_dir, shim, postgres_dsn)
+    mcp_port = free_port() if front == "lean" else None
 
     def argv(port: int) -> list[str]:
         config = orjson.loads(config_path.read_bytes())
-        config["listen"] = {"host": "127.0.0.1", "port": port}
+        config["listen"] = {"host": "127.0.0.1", "port": port, "mcpPort": mcp_port}
         config_path.write_bytes(orjson.dumps(config))
         return ["gateway", "--config", str(config_path), "--log-json"]
 
     process, port = run_corral("gateway", argv, log_dir)
     try:
         token, _ = await api_key()
-        url = f"http://127.0.0.1:{port}/mcp/{NAMESPACE}/{SERVER}"
+        base = f"http://127.0.0.1:{mcp_port or port}"
+        url = f"{base}/mcp/{NAMESPACE}/{SERVER}"
         async with mcp_session(url, headers={"Authorization": f"Bearer {token}"}) as session:
             echoed = await session.call_tool("echo", {"message": "from the CLI"})
             assert echoed.content[0].text == "Echo: from the CLI"  # type: ignore[union-attr]
+        if mcp_port is not None:
+            async with aiohttp.ClientSession() as http:
+                for path in ("/healthz", "/api/audit", "/v0/servers"):
+                    async with http.get(base + path) as other:
+                        assert other.status == 404, path
     finally:
         process.stop()
     lines = [orjson.loads(line) for line in (log_dir / "gateway.log").read_text().splitlines()]
@@ -104,6 +116,7 @@ def test_jwks_and_key_tools(tmp_path: Path) -> None:
         ({"identity": {"signingKeys": [{"file": "/nonexistent.pem"}]}}, "cannot read secret"),
         ({"shimTokens": [{"token": {"value": "t"}, "server": "team-a"}]}, "shimTokens.0.server"),
         ({"shimTokens": [{"token": {"value": "t"}, "server": "*/git"}]}, "shimTokens.0.server"),
+        ({"listen": {"port": 8000, "mcpPort": 8000}}, "listen.mcpPort must differ"),
     ],
 )
 def test_config_errors_name_the_field(tmp_path: Path, change: dict[str, Any], message: str) -> None:

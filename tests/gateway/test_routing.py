@@ -11,9 +11,11 @@ import aiohttp
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from tests.fixtures.gateway import ApiKeyMaker, GatewayFactory, round_robin
+from tests.fixtures.gateway import ApiKeyMaker, GatewayFactory, on_both_fronts, round_robin
 from tests.fixtures.mcp_client import mcp_session
 from tests.fixtures.shim import NAMESPACE, SERVER, ShimHandle
+
+pytest_generate_tests = on_both_fronts
 
 ShimFactory = Callable[..., ShimHandle]
 ROUTE = f"/mcp/{NAMESPACE}/{SERVER}"
@@ -74,7 +76,7 @@ async def test_a_session_moves_between_replicas_that_share_keys(
     replicas = [await gateway_factory(shim), await gateway_factory(shim)]
     token, _ = await api_key()
     async with (
-        round_robin([replica.base_url for replica in replicas]) as front,
+        round_robin([replica.mcp_base_url for replica in replicas]) as front,
         mcp_session(front + ROUTE, headers=bearer(token)) as session,
     ):
         for n in range(4):

@@ -22,9 +22,12 @@ from tests.fixtures.gateway import (
     FakeShim,
     Gateway,
     GatewayFactory,
+    on_both_fronts,
 )
 from tests.fixtures.processes import LOOPBACK
 from tests.fixtures.shim import ISSUER, NAMESPACE, SERVER, RecordingUpstream
+
+pytest_generate_tests = on_both_fronts
 
 INITIALIZE = {
     "jsonrpc": "2.0",
@@ -242,12 +245,14 @@ async def test_path_tricks_are_never_routed(
 ) -> None:
     token, _ = await api_key()
     body = orjson.dumps(INITIALIZE)
-    answer = await raw_request(recorded_gateway.port, request_head(path, token, len(body)), body)
+    answer = await raw_request(
+        recorded_gateway.mcp_port, request_head(path, token, len(body)), body
+    )
     status = int(answer.split(b" ", 2)[1])
     assert status in (400, 404), answer[:200]
     assert recording_upstream.requests == []
     plain = request_head("/mcp/team/everything", token, len(body))
-    assert b" 200 " in (await raw_request(recorded_gateway.port, plain, body)).split(b"\r\n")[0]
+    assert b" 200 " in (await raw_request(recorded_gateway.mcp_port, plain, body)).split(b"\r\n")[0]
 
 
 async def test_oversized_bodies_get_413_whether_announced_or_not(
@@ -272,6 +277,20 @@ async def test_oversized_bodies_get_413_whether_announced_or_not(
     assert recording_upstream.requests == []
 
 
+async def test_other_methods_get_405_naming_the_allowed_ones(
+    recorded_gateway: Gateway, recording_upstream: RecordingUpstream, api_key: ApiKeyMaker
+) -> None:
+    token, _ = await api_key()
+    async with aiohttp.ClientSession() as http:
+        for method in ("PUT", "PATCH", "OPTIONS"):
+            async with http.request(
+                method, recorded_gateway.mcp_url(), headers=bearer(token)
+            ) as answer:
+                assert answer.status == 405, method
+                assert "POST" in answer.headers["Allow"]
+    assert recording_upstream.requests == []
+
+
 async def test_a_client_that_stalls_mid_body_is_cut_off(
     recording_upstream: RecordingUpstream, gateway_factory: GatewayFactory, api_key: ApiKeyMaker
 ) -> None:
@@ -280,7 +299,7 @@ async def test_a_client_that_stalls_mid_body_is_cut_off(
     )
     token, _ = await api_key()
     head = request_head("/mcp/team/everything", token, 500)
-    answer = await raw_request(gateway.port, head, b'{"jsonrpc": "2.0",')
+    answer = await raw_request(gateway.mcp_port, head, b'{"jsonrpc": "2.0",')
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert recording_upstream.requests == []
 

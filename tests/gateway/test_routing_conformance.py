@@ -17,10 +17,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.fixtures.gateway import HOP_BY_HOP, ApiKeyMaker, GatewayFactory
+from tests.fixtures.gateway import HOP_BY_HOP, ApiKeyMaker, GatewayFactory, on_both_fronts
 from tests.fixtures.processes import LOOPBACK, free_port
 from tests.fixtures.shim import ShimHandle
 from tests.shim.test_conformance import EXPECTED, run_suite
+
+pytest_generate_tests = on_both_fronts
 
 ShimFactory = Callable[..., ShimHandle]
 

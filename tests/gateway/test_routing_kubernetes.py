@@ -29,10 +29,12 @@ from corral.gateway.kubedirectory import (
     server_entry,
 )
 from e2e.cluster.launcher import Cluster
-from tests.fixtures.gateway import ApiKeyMaker, GatewayFactory
+from tests.fixtures.gateway import ApiKeyMaker, GatewayFactory, on_both_fronts
 from tests.fixtures.mcp_client import mcp_session
 from tests.fixtures.shim import ShimHandle, run_corral
 from tests.gateway.test_gateway_command import write_config
+
+pytest_generate_tests = on_both_fronts
 
 pytestmark = pytest.mark.cluster
 

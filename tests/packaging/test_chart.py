@@ -197,15 +197,31 @@ def test_gateway_config_is_accepted_by_the_gateway(full: Rendered) -> None:
 
 def test_gateway_service_ingress_autoscaler_and_network_policy(full: Rendered) -> None:
     service = full.named("Service", "corral-gateway")
-    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert [(p["name"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+        ("http", "http"),
+        ("mcp", "mcp"),
+    ]
+    container = full.named("Deployment", "corral-gateway")["spec"]["template"]["spec"]
+    ports = {p["name"]: p["containerPort"] for p in container["containers"][0]["ports"]}
+    assert ports == {"http": 8000, "mcp": 8001}
+    config = yaml.safe_load(full.named("ConfigMap", "corral-gateway")["data"]["config.yaml"])
+    assert config["listen"] == {"host": "0.0.0.0", "port": 8000, "mcpPort": 8001}
     ingress = full.named("Ingress", "corral-gateway")
     assert ingress["spec"]["rules"][0]["host"] == "corral.example.com"
+    routes = {
+        path["path"]: path["backend"]["service"]["port"]["name"]
+        for path in ingress["spec"]["rules"][0]["http"]["paths"]
+    }
+    assert routes == {"/mcp/": "mcp", "/": "http"}
     hpa = full.named("HorizontalPodAutoscaler", "corral-gateway")
     assert hpa["spec"]["scaleTargetRef"]["name"] == "corral-gateway"
     assert "replicas" not in full.named("Deployment", "corral-gateway")["spec"]
     policy = full.named("NetworkPolicy", "corral-gateway")
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
-    assert policy["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8000}]
+    assert policy["spec"]["ingress"][0]["ports"] == [
+        {"protocol": "TCP", "port": 8000},
+        {"protocol": "TCP", "port": 8001},
+    ]
     assert policy["spec"]["ingress"][0]["from"]
     shim_rule = policy["spec"]["egress"][1]
     assert shim_rule["ports"] == [{"protocol": "TCP", "port": 8484}]
