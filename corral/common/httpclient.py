@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import re
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import cast
 from urllib.parse import urlsplit
@@ -29,6 +30,8 @@ HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 MAX_HEAD_BYTES = 64 * 1024
 IDLE_SECONDS = 30.0
+
+log = logging.getLogger(__name__)
 
 
 class ClientFailure(Exception):  # noqa: N818
@@ -348,20 +351,22 @@ class OriginPool:
         body: bytes | None = None,
         *,
         wait_limit: float | None = None,
+        while_waiting: Callable[[], None] | None = None,
     ) -> Response:
         """Send one request; the answer's status and headers. Release it when done.
 
         ``wait_limit`` bounds the wait for the answer's head and then each wait for more of
-        its body (None: no bound, for event streams)."""
+        its body (None: no bound, for event streams). ``while_waiting`` runs once the request
+        is written, before the wait: work that can overlap with the server's."""
         if self._closed:
             raise ClientFailure(f"the client for {self.origin} is closed")
         head = self._encode(method, target, headers, body)
         await self._slots.acquire()
         try:
             try:
-                return await self._exchange(head, wait_limit, fresh=False)
+                return await self._exchange(head, wait_limit, while_waiting, fresh=False)
             except _Retry:
-                return await self._exchange(head, wait_limit, fresh=True)
+                return await self._exchange(head, wait_limit, None, fresh=True)
         except BaseException:
             self._slots.release()
             raise
@@ -381,12 +386,21 @@ class OriginPool:
         data = "".join(lines).encode("utf-8", "surrogateescape")
         return data + body if body else data
 
-    async def _exchange(self, head: bytes, limit: float | None, *, fresh: bool) -> Response:
+    async def _exchange(
+        self,
+        head: bytes,
+        limit: float | None,
+        while_waiting: Callable[[], None] | None,
+        *,
+        fresh: bool,
+    ) -> Response:
         connection = None if fresh else self._take_idle()
         if connection is None:
             connection = await self._connect()
         self._busy.add(connection)
         waiter = connection.send(head)
+        if while_waiting is not None:
+            _run_while_waiting(while_waiting)
         loop = asyncio.get_running_loop()
         timer = (
             None
@@ -461,6 +475,13 @@ class OriginPool:
         for connection in [*self._idle, *self._busy]:
             connection.close()
         self._idle.clear()
+
+
+def _run_while_waiting(work: Callable[[], None]) -> None:
+    try:
+        work()
+    except Exception:
+        log.exception("work done while waiting for an answer failed")
 
 
 def _expire_head(waiter: asyncio.Future[Response], origin: str, timeout: float) -> None:

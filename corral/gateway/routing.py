@@ -417,6 +417,7 @@ async def _forward(
             headers.items(),
             body,
             wait_limit=router.settings.upstream_timeout,
+            while_waiting=router.signer.prepare,
         )
     except ClientFailure as error:
         log.warning("shim for %s unreachable at %s: %r", server.route, instance, error)

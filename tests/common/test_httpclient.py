@@ -176,6 +176,37 @@ async def test_a_stream_is_passed_on_as_it_arrives(pool: OriginPool, served: Ser
     assert rest == b"data: second\n\n"
 
 
+async def test_work_for_the_wait_runs_once_while_the_answer_is_outstanding(
+    pool: OriginPool, served: Served
+) -> None:
+    ran: list[int] = []
+    call = asyncio.create_task(
+        pool.request("GET", "/held", while_waiting=lambda: ran.append(served.in_flight))
+    )
+    await _wait_until(lambda: served.in_flight == 1)
+    assert ran == [0]  # run as soon as the request was written, before the server took it
+    assert not call.done()
+    served.gate.set()
+    async with await call as response:
+        assert await response.read() == b"released"
+    assert ran == [0]
+
+
+async def test_work_for_the_wait_that_fails_is_logged_and_the_request_goes_on(
+    pool: OriginPool, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> None:
+        raise RuntimeError("bookkeeping broke")
+
+    async with await pool.request("GET", "/echo", wait_limit=WAIT, while_waiting=broken) as answer:
+        assert answer.status == 200
+        assert b'"ok": true' in await answer.read()
+    failures = [r for r in caplog.records if "while waiting for an answer" in r.getMessage()]
+    assert len(failures) == 1
+    assert failures[0].exc_info is not None
+    assert "bookkeeping broke" in str(failures[0].exc_info[1])
+
+
 async def test_the_pool_holds_at_most_max_connections(served: Served) -> None:
     pool = OriginPool(served.url, max_connections=2)
     try:

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from mcp.shared.exceptions import MCPError
 
+from corral.gateway.routing import ROUTER
 from tests.fixtures.gateway import ApiKeyMaker, GatewayFactory, on_both_fronts, round_robin
 from tests.fixtures.mcp_client import mcp_session
 from tests.fixtures.shim import NAMESPACE, SERVER, ShimHandle
@@ -49,6 +50,23 @@ async def test_a_full_session_through_gateway_and_shim(
             progress_callback=on_progress,
         )
     assert progress == [1, 2, 3]
+
+
+async def test_every_call_carries_its_own_assertion_when_signed_ahead(
+    shim_factory: ShimFactory,
+    everything_http: str,
+    gateway_factory: GatewayFactory,
+    api_key: ApiKeyMaker,
+) -> None:
+    """The gateway signs the caller's next assertion while a call waits for the shim; the shim
+    accepts each jti once, so every call succeeding means none was handed out twice."""
+    gateway = await gateway_factory(shim_factory(everything_http))
+    token, _ = await api_key()
+    async with mcp_session(gateway.mcp_url(), headers=bearer(token)) as session:
+        for n in range(10):
+            echoed = await session.call_tool("echo", {"message": f"call {n}"})
+            assert echoed.content[0].text == f"Echo: call {n}"  # type: ignore[union-attr]
+    assert gateway.app[ROUTER].signer.spares_used >= 10
 
 
 async def test_a_session_continues_after_the_gateway_restarts(

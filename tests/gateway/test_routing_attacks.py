@@ -16,6 +16,7 @@ from corral.common.assertion import ASSERTION_HEADER, AssertionVerifier, generat
 from corral.gateway.authn import Principal
 from corral.gateway.directory import ServerEntry
 from corral.gateway.instances import InstanceStarting
+from corral.gateway.routing import ROUTER
 from tests.fixtures.gateway import (
     PUBLIC_BASE_URL,
     ApiKeyMaker,
@@ -106,6 +107,25 @@ async def test_the_shim_gets_a_fresh_assertion_and_never_the_client_credentials(
     assert forwarded[-1]["Mcp-Session-Id"] == "recorded-session"
     assert len(forwarded[-1]["X-Request-Id"]) == 32
     assert len({r[ASSERTION_HEADER] for r in forwarded}) == 2
+
+
+async def test_concurrent_calls_never_share_an_assertion_signed_ahead(
+    recording_upstream: RecordingUpstream, recorded_gateway: Gateway, api_key: ApiKeyMaker
+) -> None:
+    token, _ = await api_key("alice")
+    status, headers, _ = await post(recorded_gateway.mcp_url(), token)
+    assert status == 200
+    session = {"Mcp-Session-Id": headers["Mcp-Session-Id"]}
+    for round_ in range(3):
+        pings = [{"jsonrpc": "2.0", "id": 10 * round_ + n, "method": "ping"} for n in range(8)]
+        replies = await asyncio.gather(
+            *(post(recorded_gateway.mcp_url(), token, ping, **session) for ping in pings)
+        )
+        assert [reply[0] for reply in replies] == [200] * 8
+    sent = [CIMultiDict(r.headers)[ASSERTION_HEADER] for r in recording_upstream.requests]
+    assert len(sent) == 25
+    assert len(set(sent)) == 25
+    assert recorded_gateway.app[ROUTER].signer.spares_used > 0
 
 
 async def test_a_missing_or_bad_token_gets_401_naming_the_resource_metadata(
