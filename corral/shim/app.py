@@ -124,6 +124,7 @@ async def running_state(config_path: Path) -> AsyncIterator[ShimState]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        state.backlog.run()
         await shipper.stop()
         await state.close_pools()
         await http.close()
@@ -153,6 +154,7 @@ def admin_app(state: ShimState) -> web.Application:
         return web.json_response({"status": "ready"})
 
     async def metrics_view(request: web.Request) -> web.Response:
+        state.backlog.run()  # count the calls already answered
         body = generate_latest(state.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

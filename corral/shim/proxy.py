@@ -127,8 +127,7 @@ def _start(request: Request, state: ShimState) -> Exchange:
         event.status = "unauthenticated"
         event.error = {"message": str(exc)}
         event.finish("unauthenticated", 401)
-        state.shipper.submit(event.to_dict())
-        state.metrics.message("", "unauthenticated")
+        state.backlog.add(lambda: _record(state, event, answered=False))
         raise Refusal(rpc_reply(401, jsonrpc.UNAUTHENTICATED, f"unauthenticated: {exc}")) from None
     event.user = identity.subject
     event.email = identity.email
@@ -159,13 +158,20 @@ def _check_origin(request: Request, runtime: Runtime) -> None:
 
 
 def _finish(exchange: Exchange, status: str, http_status: int | None) -> None:
+    """Close the exchange's audit event now; ship it and count it from the backlog."""
     event = exchange.event
     event.finish(status, http_status)
+    answered = exchange.request is not None and exchange.request.is_request
     state = exchange.state
+    state.backlog.add(lambda: _record(state, event, answered=answered))
+
+
+def _record(state: ShimState, event: AuditEvent, *, answered: bool) -> None:
+    method = event.method or ""
     state.shipper.submit(event.to_dict())
-    state.metrics.message(event.method or "", status)
-    if exchange.request is not None and exchange.request.is_request:
-        state.metrics.answered(event.method or "", (event.latency_ms or 0) / 1000)
+    state.metrics.message(method, event.status)
+    if answered:
+        state.metrics.answered(method, (event.latency_ms or 0) / 1000)
 
 
 def _body_of(request: Request, limit: int) -> bytes:
@@ -376,6 +382,7 @@ async def _relay(
             headers.items(),
             body,
             wait_limit=None if method == "GET" else runtime.config.upstream.timeout_seconds,
+            while_waiting=exchange.state.backlog.run,
         )
     except ClientFailure as exc:
         log.warning("upstream %s unreachable: %s", runtime.config.upstream.url, exc)
@@ -561,4 +568,5 @@ def _record_server_message(exchange: Exchange, message: Message) -> None:
         client_version=base.client_version,
     )
     server_event.finish("ok")
-    exchange.state.shipper.submit(server_event.to_dict())
+    state = exchange.state
+    state.backlog.add(lambda: state.shipper.submit(server_event.to_dict()))

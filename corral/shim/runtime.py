@@ -16,6 +16,7 @@ import aiohttp
 
 from corral.api.policy import ServerRef
 from corral.common.assertion import AssertionVerifier
+from corral.common.backlog import Backlog
 from corral.common.egress import GuardedResolver, Network, RefusedAddressError, check_url
 from corral.common.httpclient import OriginPool
 from corral.shim.audit import parse_path
@@ -98,6 +99,7 @@ class ShimState:
     shipper: AuditShipper
     metrics: ShimMetrics
     owners: SessionOwners = field(default_factory=SessionOwners)
+    backlog: Backlog = field(default_factory=Backlog)
 
     extra: dict[str, Any] = field(default_factory=dict)
     pools: dict[tuple[str, bool, int, float], OriginPool] = field(default_factory=dict)

@@ -135,6 +135,26 @@ async def test_events_carry_who_what_and_redacted_payloads(
     assert event["latencyMs"] >= 0
 
 
+async def test_calls_answered_just_before_the_shim_stops_are_all_audited(
+    shim_factory: ShimFactory, recording_upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    """Events are shipped after the answer; stopping the shim (SIGTERM) right after the last
+    answer still delivers every event, once, with no flush interval having passed."""
+    ingest = Ingest(free_port())
+    await ingest.start()
+    audit = audit_config(ingest, tmp_path, "none")
+    audit["sink"].update(batchSize=1000, flushIntervalSeconds=300)
+    shim = shim_factory(recording_upstream.url, audit=audit)
+    async with aiohttp.ClientSession() as http:
+        for rpc_id in range(1, 6):
+            await call(http, shim, rpc_id)
+    await asyncio.to_thread(shim.process.stop)
+    assert shim.process.popen.returncode == 0
+    await ingest.wait_for(lambda: len(ingest.calls) >= 5)
+    await ingest.stop()
+    assert sorted(event["rpcId"] for event in ingest.calls) == [1, 2, 3, 4, 5]
+
+
 async def test_a_malformed_or_missing_request_id_is_replaced_by_a_fresh_one(
     shim_factory: ShimFactory, recording_upstream: RecordingUpstream, tmp_path: Path
 ) -> None:
