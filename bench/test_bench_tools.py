@@ -13,7 +13,8 @@ from bench import mcpclient
 from bench.common import LOOPBACK, PYTHON, ROOT, Processes, free_port, processes
 from bench.report import render
 from bench.scenarios import target
-from bench.wrk import run_wrk
+from bench.scenarios.overhead import merged, round_added_p50, round_ratio
+from bench.wrk import Load, run_wrk
 
 
 @pytest.fixture
@@ -85,3 +86,35 @@ def test_readme_tables_come_from_results() -> None:
     assert "| overhead | shim / direct, 16 clients | 0.2 | >= 0.45 | **no** |" in text
     assert "| fast | direct |" in text
     assert "Not run yet." in text
+
+
+def test_rounds_are_merged_and_compared_within_each_round() -> None:
+    def load(rps: float, p50: float, cpu: float) -> Load:
+        return Load(
+            connections=1,
+            rps=rps,
+            p50_ms=p50,
+            p90_ms=p50,
+            p99_ms=p50,
+            mean_ms=p50,
+            requests=100,
+            non2xx=1,
+            socket_errors=0,
+            wrk_cpu_percent=5.0,
+            target_cpu_percent=90.0,
+            cpu_us_per_request={"shim": cpu},
+            statuses={"502": 1},
+        )
+
+    direct = merged([load(1000, 0.1, 80), load(500, 0.2, 90), load(1000, 0.1, 85)])
+    shim = merged([load(400, 0.5, 500), load(300, 0.7, 600), load(450, 0.5, 550)])
+    assert shim["rps"] == 400
+    assert shim["p50Ms"] == 0.5
+    assert shim["cpuUsPerRequest"] == {"shim": 550}
+    assert (shim["requests"], shim["non2xx"], shim["errorStatuses"]) == (300, 3, {"502": 3})
+    assert [r["rps"] for r in shim["rounds"]] == [396, 297, 445.5]  # 2xx answers only
+    measured = {"direct": {"c1": direct}, "shim": {"c1": shim}}
+    # per round 0.4, 0.6 and 0.45: the slow second round does not pull the ratio down
+    assert round_ratio(measured, "shim", 1) == 0.45
+    assert round(round_added_p50(measured, "shim", 1) or 0, 3) == 0.4
+    assert round_ratio(measured, "gateway+shim", 1) is None

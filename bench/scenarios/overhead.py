@@ -5,10 +5,18 @@ Rule: the same upstream process serves every path of one comparison; the load is
 connection for latency, 16 and 64 for throughput); every run reports non-2xx answers and the CPU
 of wrk and of the processes on the path, so a saturated generator or a failing path is visible.
 Two upstreams: the minimal fast one (bench/upstream.py) and server-everything's `echo`.
+
+The machine's speed drifts from minute to minute (its vCPUs are shared), so direct, shim and
+gateway+shim are measured in interleaved rounds: each round runs every path once at each
+connection count, in a rotating order, and a ratio or an added latency is taken within a round,
+from runs seconds apart. Results give each figure's median over the rounds, each round's rate and
+p50, and the targets use the median of the per-round ratios and differences. ContextForge, a
+hundred times slower, is measured once per connection count after the rounds.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +38,8 @@ from bench.scenarios import Options, target
 from bench.wrk import Load, run_wrk
 
 CONNECTIONS = (1, 16, 64)
+ROUNDS = 5
+CORRAL_PATHS = ("direct", "shim", "gateway+shim")
 ASSERTION_HEADER = "Corral-Identity-Assertion"
 
 
@@ -75,16 +85,17 @@ def start_upstreams(stack: Any) -> list[Upstream]:
     ]
 
 
-def measure(
-    path: Path,
-    tool: str,
-    arguments: dict[str, Any],
-    options: Options,
-    direct: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Open a session, check one call works, then one wrk run per connection count. Paths that
-    need an assertion per request get 1.5 times as many as the direct run of the same
-    connection count completed (a proxy in front cannot be faster than the server behind it)."""
+@dataclass(frozen=True)
+class Prepared:
+    """A path with an open MCP session: the `tools/call` body and headers wrk sends."""
+
+    path: Path
+    body: bytes
+    headers: dict[str, str]
+
+
+def prepare(path: Path, tool: str, arguments: dict[str, Any]) -> Prepared:
+    """Open a session and check that calls work before any load."""
 
     def fresh() -> dict[str, str]:
         extra = {} if path.mint is None else {ASSERTION_HEADER: path.mint()}
@@ -93,28 +104,93 @@ def measure(
     session = mcpclient.initialize(path.url, fresh)
     for _ in range(4):
         mcpclient.call_once(path.url, session, fresh(), tool, arguments)
-    body = session.body(tool, arguments)
-    headers = {**path.headers, **session.headers}
-    runs: dict[str, Any] = {}
+    return Prepared(path, session.body(tool, arguments), {**path.headers, **session.headers})
+
+
+def load_once(prepared: Prepared, connections: int, seconds: float, ceiling: float) -> Load:
+    """One wrk run. A path that needs an assertion per request gets 1.5 times as many as
+    ``ceiling`` requests per second would use (a proxy cannot be faster than the server behind
+    it, so the direct rate is the ceiling)."""
+    path = prepared.path
+    tokens = None
+    if path.mint is not None:
+        tokens = [path.mint() for _ in range(int(seconds * ceiling * 1.5) + 1000)]
+    load = run_wrk(
+        path.url,
+        prepared.body,
+        prepared.headers,
+        connections=connections,
+        seconds=seconds,
+        target_pids=path.pids,
+        tokens=tokens,
+        token_header=ASSERTION_HEADER,
+    )
+    print(f"  {path.name:<13} c={connections:<3} {_line(load)}", flush=True)
+    return load
+
+
+def measure(path: Path, tool: str, arguments: dict[str, Any], options: Options) -> dict[str, Any]:
+    """One run per connection count, for a path outside the rounds."""
+    prepared = prepare(path, tool, arguments)
+    runs = {}
     for connections in CONNECTIONS:
-        tokens = None
-        if path.mint is not None:
-            ceiling = (direct or {}).get(f"c{connections}", {}).get("rps", 12_000.0)
-            count = int(options.seconds * ceiling * 1.5) + 1000
-            tokens = [path.mint() for _ in range(count)]
-        load = run_wrk(
-            path.url,
-            body,
-            headers,
-            connections=connections,
-            seconds=options.seconds,
-            target_pids=path.pids,
-            tokens=tokens,
-            token_header=ASSERTION_HEADER,
-        )
-        runs[f"c{connections}"] = load.as_dict()
-        print(f"  {path.name:<13} c={connections:<3} {_line(load)}", flush=True)
+        load = load_once(prepared, connections, options.seconds, 12_000.0)
+        runs[f"c{connections}"] = merged([load])
     return runs
+
+
+def measure_rounds(
+    paths: list[Path], tool: str, arguments: dict[str, Any], options: Options
+) -> dict[str, Any]:
+    """Every path at every connection count, once per round, in a rotating order."""
+    prepared = [prepare(path, tool, arguments) for path in paths]
+    rounds = 1 if options.quick else ROUNDS
+    seconds = options.seconds if options.quick else max(2.0, options.seconds / 2)
+    loads: dict[tuple[str, int], list[Load]] = {}
+    for number in range(rounds):
+        print(f" round {number + 1} of {rounds}", flush=True)
+        for connections in CONNECTIONS:
+            turn = number % len(prepared)
+            ceiling = 12_000.0
+            for one in prepared[turn:] + prepared[:turn]:
+                load = load_once(one, connections, seconds, ceiling)
+                loads.setdefault((one.path.name, connections), []).append(load)
+                if one.path.name == "direct":
+                    ceiling = max(load.rps, 1.0)
+    measured: dict[str, Any] = {}
+    for path in paths:
+        measured[path.name] = {
+            f"c{connections}": merged(loads[path.name, connections]) for connections in CONNECTIONS
+        }
+    return measured
+
+
+def merged(loads: list[Load]) -> dict[str, Any]:
+    """Runs of one path and connection count: medians of the figures, totals of the counts,
+    and each round's rate and p50."""
+    runs = [load.as_dict() for load in loads]
+    first = runs[0]
+    result: dict[str, Any] = {}
+    for key, value in first.items():
+        values = [run[key] for run in runs]
+        if key in ("requests", "non2xx", "socketErrors"):
+            result[key] = sum(values)
+        elif key == "errorStatuses":
+            statuses: dict[str, int] = {}
+            for each in values:
+                for status, count in each.items():
+                    statuses[status] = statuses.get(status, 0) + count
+            result[key] = statuses
+        elif key == "cpuUsPerRequest":
+            result[key] = {
+                name: round(statistics.median(run[key][name] for run in runs), 1) for name in value
+            }
+        elif key == "connections":
+            result[key] = value
+        else:
+            result[key] = round(statistics.median(values), 3)
+    result["rounds"] = [{"rps": run["okRps"], "p50Ms": run["p50Ms"]} for run in runs]
+    return result
 
 
 def _line(load: Load) -> str:
@@ -178,24 +254,32 @@ def run(options: Options) -> dict[str, Any]:
                     },
                 ),
             ]
-            tools = {}
-            for (name, variant), forge in forges.items():
+            tools: dict[str, str] = {}
+            for (name, variant_name), forge in forges.items():
                 if name == upstream.name:
-                    tools[variant] = forge.tool
+                    tools[variant_name] = forge.tool
                     paths.append(
                         Path(
-                            variant,
+                            variant_name,
                             forge.mcp_url,
                             {"Authorization": f"Bearer {forge.token}"},
                             {"contextforge": forge.process.pid, "upstream": upstream.pid},
                         )
                     )
             measured: dict[str, Any] = {}
+            corral_paths = [path for path in paths if path.name in CORRAL_PATHS]
+            try:
+                measured.update(
+                    measure_rounds(corral_paths, upstream.tool, upstream.arguments, options)
+                )
+            except Exception as error:
+                results["notes"].append(f"{upstream.name}: direct, shim, gateway failed: {error}")
             for path in paths:
-                tool = tools.get(path.name, upstream.tool)
+                if path.name in CORRAL_PATHS:
+                    continue
                 try:
                     measured[path.name] = measure(
-                        path, tool, upstream.arguments, options, measured.get("direct")
+                        path, tools[path.name], upstream.arguments, options
                     )
                 except Exception as error:
                     results["notes"].append(f"{upstream.name} via {path.name} failed: {error}")
@@ -255,15 +339,44 @@ def _cpu_us(measured: dict[str, Any], path: str, connections: int) -> float | No
     return None if run is None else float(sum(run["cpuUsPerRequest"].values()))
 
 
+def _rounds(measured: dict[str, Any], path: str, connections: int) -> list[dict[str, float]]:
+    return list(measured.get(path, {}).get(f"c{connections}", {}).get("rounds", []))
+
+
+def _per_round(
+    measured: dict[str, Any], path: str, connections: int, combine: Callable[[Any, Any], float]
+) -> float | None:
+    """The median over rounds of ``combine(path's run, direct's run)`` for runs of one round."""
+    mine, direct = _rounds(measured, path, connections), _rounds(measured, "direct", connections)
+    if not mine or len(mine) != len(direct):
+        return None
+    return float(statistics.median(combine(a, b) for a, b in zip(mine, direct, strict=True)))
+
+
+def round_ratio(measured: dict[str, Any], path: str, connections: int) -> float | None:
+    """The path's rate over direct's, taken within each round; the median over rounds."""
+    return _per_round(
+        measured, path, connections, lambda a, b: a["rps"] / b["rps"] if b["rps"] else 0.0
+    )
+
+
+def round_added_p50(measured: dict[str, Any], path: str, connections: int) -> float | None:
+    """The path's p50 minus direct's, taken within each round; the median over rounds."""
+    return _per_round(measured, path, connections, lambda a, b: a["p50Ms"] - b["p50Ms"])
+
+
 def ratios(upstreams: dict[str, Any]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for name, measured in upstreams.items():
         for connections in CONNECTIONS:
             direct = _rps(measured, "direct", connections)
-            for path in ("shim", "gateway+shim", "contextforge"):
-                value = _rps(measured, path, connections)
-                if direct and value:
-                    found[f"{name}/c{connections}/{path}:direct"] = round(value / direct, 3)
+            for path in ("shim", "gateway+shim"):
+                value = round_ratio(measured, path, connections)
+                if value is not None:
+                    found[f"{name}/c{connections}/{path}:direct"] = round(value, 3)
+            forge_rps = _rps(measured, "contextforge", connections)
+            if direct and forge_rps:
+                found[f"{name}/c{connections}/contextforge:direct"] = round(forge_rps / direct, 3)
             corral = _rps(measured, "gateway+shim", connections)
             forge = _rps(measured, "contextforge", connections)
             if corral and forge:
@@ -279,22 +392,20 @@ def ratios(upstreams: dict[str, Any]) -> dict[str, Any]:
 
 def targets(fast: dict[str, Any]) -> list[dict[str, Any]]:
     found = []
-    direct16 = _rps(fast, "direct", 16)
     gateway16 = _rps(fast, "gateway+shim", 16)
-    shim16 = _rps(fast, "shim", 16)
     forge16 = _rps(fast, "contextforge", 16)
-    if direct16 and gateway16:
-        found.append(
-            target("gateway+shim / direct, 16 clients", gateway16 / direct16, 0.3, at_least=True)
-        )
+    gateway_ratio = round_ratio(fast, "gateway+shim", 16)
+    shim_ratio = round_ratio(fast, "shim", 16)
+    if gateway_ratio is not None:
+        found.append(target("gateway+shim / direct, 16 clients", gateway_ratio, 0.3, at_least=True))
     if gateway16 and forge16:
         found.append(
             target(
                 "gateway+shim / ContextForge, 16 clients", gateway16 / forge16, 30, at_least=True
             )
         )
-    if direct16 and shim16:
-        found.append(target("shim / direct, 16 clients", shim16 / direct16, 0.45, at_least=True))
+    if shim_ratio is not None:
+        found.append(target("shim / direct, 16 clients", shim_ratio, 0.45, at_least=True))
     direct_cpu, gateway_cpu = _cpu_us(fast, "direct", 16), _cpu_us(fast, "gateway+shim", 16)
     shim_cpu, forge_cpu = _cpu_us(fast, "shim", 16), _cpu_us(fast, "contextforge", 16)
     if direct_cpu and gateway_cpu:
@@ -324,17 +435,20 @@ def targets(fast: dict[str, Any]) -> list[dict[str, Any]]:
                 at_least=True,
             )
         )
-    direct1 = fast.get("direct", {}).get("c1")
-    gateway1 = fast.get("gateway+shim", {}).get("c1")
-    if direct1 and gateway1:
-        added = gateway1["p50Ms"] - direct1["p50Ms"]
+    gateway_added = round_added_p50(fast, "gateway+shim", 1)
+    if gateway_added is not None:
         found.append(
-            target("p50 added by gateway+shim, 1 client", added, 1.0, at_least=False, unit=" ms")
+            target(
+                "p50 added by gateway+shim, 1 client",
+                gateway_added,
+                1.0,
+                at_least=False,
+                unit=" ms",
+            )
         )
-    shim1 = fast.get("shim", {}).get("c1")
-    if direct1 and shim1:
-        added = shim1["p50Ms"] - direct1["p50Ms"]
+    shim_added = round_added_p50(fast, "shim", 1)
+    if shim_added is not None:
         found.append(
-            target("p50 added by the shim, 1 client", added, 0.4, at_least=False, unit=" ms")
+            target("p50 added by the shim, 1 client", shim_added, 0.4, at_least=False, unit=" ms")
         )
     return found
