@@ -36,16 +36,18 @@ class Backlog:
         return len(self._work)
 
     def add(self, work: Callable[[], None]) -> None:
-        """Queue ``work``; it runs at the next ``run`` or after ``delay`` seconds at the latest."""
+        """Queue ``work``; it runs at the next ``run`` or after ``delay`` seconds at the latest.
+        One timer serves everything queued while it is pending (not one per call)."""
         self._work.append(work)
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._delay, self.run)
+            self._timer = asyncio.get_running_loop().call_later(self._delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.run()
 
     def run(self) -> None:
         """Run everything queued, in order; a failure is logged and the rest still runs."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if not self._work:
             return
         work, self._work = self._work, []
