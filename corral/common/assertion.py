@@ -162,6 +162,26 @@ def _load_jwk(jwk: Mapping[str, Any]) -> ec.EllipticCurvePublicKey:
     return ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
 
 
+class UsedIds:
+    """The `jti` of every assertion accepted, each kept until its assertion has expired: what
+    makes an assertion single use. One per process, shared by the verifiers that configuration
+    reloads build, so a reload never forgets an assertion already used."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, int] = {}
+        self._order: deque[tuple[int, str]] = deque()
+
+    def use(self, jti: str, until: int, now: int) -> None:
+        """Record `jti` as used until `until`; `InvalidAssertionError` when it already was."""
+        order = self._order
+        while order and order[0][0] < now:
+            self._until.pop(order.popleft()[1], None)
+        if jti in self._until:
+            raise InvalidAssertionError("assertion replayed: each jti is accepted once")
+        self._until[jti] = until
+        order.append((until, jti))
+
+
 class AssertionVerifier:
     """Verifies assertions for one audience against a set of public keys (parsed once)."""
 
@@ -174,6 +194,7 @@ class AssertionVerifier:
         max_lifetime: int = MAX_LIFETIME_SECONDS,
         leeway: int = 5,
         clock: Callable[[], float] = time.time,
+        used: UsedIds | None = None,
     ) -> None:
         self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
         for jwk in jwks:
@@ -187,8 +208,7 @@ class AssertionVerifier:
         self._leeway = leeway
         self._clock = clock
         self._header_keys: dict[str, ec.EllipticCurvePublicKey] = {}
-        self._seen: dict[str, int] = {}
-        self._seen_order: deque[tuple[int, str]] = deque()
+        self._used = UsedIds() if used is None else used
 
     def verify(self, token: str | None) -> Identity:
         """The identity in a valid assertion; `InvalidAssertionError` saying why otherwise."""
@@ -275,14 +295,7 @@ class AssertionVerifier:
     def _check_jti(self, jti: Any, exp: int, now: int) -> None:
         if not isinstance(jti, str) or not jti:
             raise InvalidAssertionError("assertion has no jti")
-        order = self._seen_order
-        while order and order[0][0] < now:
-            self._seen.pop(order.popleft()[1], None)
-        if jti in self._seen:
-            raise InvalidAssertionError("assertion replayed: each jti is accepted once")
-        until = exp + self._leeway
-        self._seen[jti] = until
-        order.append((until, jti))
+        self._used.use(jti, exp + self._leeway, now)
 
     @staticmethod
     def _identity(claims: dict[str, Any]) -> Identity:

@@ -20,6 +20,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from corral.common.assertion import UsedIds
 from corral.common.egress import GuardedResolver
 from corral.common.httpserver import LeanServer, Reply, Request, StreamReply
 from corral.shim import proxy
@@ -52,7 +53,7 @@ class ConfigWatcher:
         self._digest = digest
         metrics = self._state.metrics
         try:
-            runtime = build_runtime(load_config(self._path), metrics)
+            runtime = build_runtime(load_config(self._path), metrics, self._state.used_ids)
         except (ConfigError, ValueError) as exc:
             metrics.config_reloads.labels("error").inc()
             log.error("configuration change refused, keeping the running one: %s", exc)
@@ -103,7 +104,8 @@ async def running_state(config_path: Path) -> AsyncIterator[ShimState]:
     text = await asyncio.to_thread(config_path.read_bytes)
     config = load_config(config_path)
     metrics = ShimMetrics()
-    runtime = build_runtime(config, metrics)
+    used_ids = UsedIds()
+    runtime = build_runtime(config, metrics, used_ids)
     _log_problems(runtime)
     http = _client(config)
     holder: list[ShimState] = []
@@ -112,7 +114,12 @@ async def running_state(config_path: Path) -> AsyncIterator[ShimState]:
     )
     shipper = AuditShipper(config.audit.sink, metrics, http)
     state = ShimState(
-        runtime=runtime, http=http, egress_http=egress_http, shipper=shipper, metrics=metrics
+        runtime=runtime,
+        used_ids=used_ids,
+        http=http,
+        egress_http=egress_http,
+        shipper=shipper,
+        metrics=metrics,
     )
     holder.append(state)
     shipper.start()

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import uvloop
 
+from corral.common.assertion import UsedIds
 from corral.common.log import setup_logging
 from corral.shim.app import serve
 from corral.shim.config import ConfigError, load_config
@@ -31,7 +32,7 @@ def shim(config_path: Path, log_level: str, log_json: bool) -> None:
     """Serve one MCP server: verify identity, authorize, filter and audit every message."""
     setup_logging(log_level, json_lines=log_json)
     try:
-        build_runtime(load_config(config_path), ShimMetrics())
+        build_runtime(load_config(config_path), ShimMetrics(), UsedIds())
     except (ConfigError, ValueError) as exc:
         raise click.ClickException(f"{config_path}: {exc}") from None
     uvloop.run(_main(config_path))

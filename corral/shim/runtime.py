@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from corral.api.policy import ServerRef
-from corral.common.assertion import AssertionVerifier
+from corral.common.assertion import AssertionVerifier, UsedIds
 from corral.common.backlog import Backlog
 from corral.common.egress import GuardedResolver, Network, RefusedAddressError, check_url
 from corral.common.httpclient import OriginPool
@@ -53,8 +53,9 @@ def check_egress(config: ShimConfig) -> None:
         check_url(config.token_exchange.token_endpoint, allowed)
 
 
-def build_runtime(config: ShimConfig, metrics: ShimMetrics) -> Runtime:
-    """Compile a configuration; raises ValueError (with the reason) when it cannot be used."""
+def build_runtime(config: ShimConfig, metrics: ShimMetrics, used_ids: UsedIds) -> Runtime:
+    """Compile a configuration; raises ValueError (with the reason) when it cannot be used.
+    `used_ids` is the process's memory of assertions already accepted, kept across reloads."""
     try:
         check_egress(config)
     except RefusedAddressError as exc:
@@ -69,6 +70,7 @@ def build_runtime(config: ShimConfig, metrics: ShimMetrics) -> Runtime:
             audience=config.audience,
             max_lifetime=config.identity.max_lifetime_seconds,
             leeway=config.identity.leeway_seconds,
+            used=used_ids,
         ),
         authorizer=PolicyAuthorizer(
             config.policies,
@@ -94,6 +96,7 @@ class ShimState:
     """Process-lifetime state shared by the handlers."""
 
     runtime: Runtime
+    used_ids: UsedIds
     http: aiohttp.ClientSession
     egress_http: aiohttp.ClientSession
     shipper: AuditShipper

@@ -113,6 +113,24 @@ async def test_replayed_assertion_is_refused(
     assert len(recording_upstream.requests) == 1
 
 
+async def test_an_assertion_used_before_a_reload_is_refused_after_it(
+    shim_factory: ShimFactory, recording_upstream: RecordingUpstream
+) -> None:
+    shim = shim_factory(recording_upstream.url)
+    token = shim.assertion()
+    assert (await post(shim, CALL_ECHO, assertion=token))[0] == 200
+    shim.rewrite(policies=[DENY_GET_ENV])
+    call_get_env = {**CALL_ECHO, "params": {"name": "get-env"}}
+    async with asyncio.timeout(30):  # until the reload denies get-env
+        while True:
+            if (await post(shim, call_get_env))[1].get("error", {}).get("code") == -32003:
+                break
+            await asyncio.sleep(0.05)
+    assert (await post(shim, CALL_ECHO, assertion=token))[0] == 401
+    echoes = [c for c in recording_upstream.calls("tools/call") if c["params"]["name"] == "echo"]
+    assert len(echoes) == 1
+
+
 DENY_GET_ENV = {
     "metadata": {"name": "no-env", "namespace": NAMESPACE},
     "spec": {

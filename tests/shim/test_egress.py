@@ -10,7 +10,7 @@ import aiohttp
 import orjson
 import pytest
 
-from corral.common.assertion import ASSERTION_HEADER
+from corral.common.assertion import ASSERTION_HEADER, UsedIds
 from corral.common.egress import RefusedAddressError, address_allowed, check_url
 from corral.shim.config import parse_config
 from corral.shim.metrics import ShimMetrics
@@ -61,10 +61,10 @@ def test_configs_with_refused_literal_addresses_are_refused() -> None:
         "filters: [{name: f, url: 'http://169.254.169.254/', secret: {value: s}}]\n"
     )
     with pytest.raises(ValueError, match=r"169\.254\.169\.254"):
-        build_runtime(parse_config(metadata_filter), ShimMetrics())
+        build_runtime(parse_config(metadata_filter), ShimMetrics(), UsedIds())
     remote_loopback = BASE + "upstream: {url: 'http://[::ffff:127.0.0.1]:3000/mcp'}\n"
     with pytest.raises(ValueError, match="private/loopback"):
-        build_runtime(parse_config(remote_loopback), ShimMetrics())
+        build_runtime(parse_config(remote_loopback), ShimMetrics(), UsedIds())
 
 
 async def test_a_filter_name_resolving_to_loopback_is_refused(
