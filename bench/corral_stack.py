@@ -23,7 +23,13 @@ from typing import Any
 import asyncpg
 
 from bench.common import CORRAL, LOOPBACK, PYTHON, WORK, Processes, answers, free_port, wait_until
-from corral.common.assertion import generate_signing_key, mint_assertion, public_jwk
+from corral.common.assertion import (
+    ASSERTION_HEADER,
+    SECRET_HEADER,
+    generate_signing_key,
+    mint_assertion,
+    public_jwk,
+)
 from corral.gateway.signing import signing_key_pem
 
 NAMESPACE = "bench"
@@ -67,7 +73,7 @@ class Shim:
     process: subprocess.Popen[bytes]
     key: Any = field(repr=False)
 
-    def assertion(self) -> str:
+    def assertion(self, secret: str | None = None) -> str:
         return mint_assertion(
             self.key,
             issuer=ISSUER,
@@ -75,7 +81,14 @@ class Shim:
             subject=USER,
             groups=[GROUP],
             client_id="bench",
+            secret=secret,
         )
+
+    def spare(self) -> dict[str, str]:
+        """The headers of a request whose assertion was signed ahead, as the gateway sends
+        them: the assertion and the secret it commits to."""
+        secret = secrets.token_urlsafe(16)
+        return {ASSERTION_HEADER: self.assertion(secret), SECRET_HEADER: secret}
 
 
 @dataclass

@@ -57,8 +57,8 @@ def test_wrk_counts_error_statuses_and_hands_out_tokens(
         connections=1,
         seconds=1,
         target_pids={"upstream": pid},
-        tokens=["one", "two"],
-        token_header="X-Token",
+        tokens=[{"X-Token": "one", "X-Secret": "1"}, {"X-Token": "two", "X-Secret": "2"}],
+        ahead_header="X-Next",
     )
     assert load.non2xx == load.requests > 0
     assert load.statuses == {"404": load.requests}

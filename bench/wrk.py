@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ SCRIPT = """
 local body = {body}
 local base = {headers}
 local token_file = {token_file}
-local token_header = {token_header}
+local token_headers = {token_headers}
+local ahead_header = {ahead_header}
 local threads_total = {threads}
 local count = 0
 local index = 0
@@ -48,7 +49,11 @@ function init(args)
     tokens = {{}}
     local n = 0
     for line in io.lines(token_file) do
-      if n % threads_total == thread_id then tokens[#tokens + 1] = line end
+      if n % threads_total == thread_id then
+        local row = {{}}
+        for field in string.gmatch(line, "[^\t]+") do row[#row + 1] = field end
+        tokens[#tokens + 1] = row
+      end
       n = n + 1
     end
   end
@@ -60,7 +65,10 @@ function request()
     index = index + 1
     headers = {{}}
     for k, v in pairs(base) do headers[k] = v end
-    headers[token_header] = tokens[index] or "exhausted"
+    local row = tokens[index] or {{"exhausted"}}
+    for i, name in ipairs(token_headers) do headers[name] = row[i] end
+    local following = tokens[index + 1]
+    if ahead_header ~= nil and following ~= nil then headers[ahead_header] = following[1] end
   end
   return wrk.format("POST", nil, headers, body)
 end
@@ -160,25 +168,30 @@ def run_wrk(
     connections: int,
     seconds: float,
     target_pids: Mapping[str, int],
-    tokens: list[str] | None = None,
-    token_header: str = "",
+    tokens: Sequence[Mapping[str, str]] | None = None,
+    ahead_header: str | None = None,
 ) -> Load:
     """Runs wrk for ``seconds`` against ``url``; CPU% of wrk and of the target processes, and
     each target's CPU time per request (``target_pids`` by name), which contention from other
-    work on the machine does not change."""
+    work on the machine does not change. With ``tokens``, each request gets the headers of the
+    next one (all with the same names), and with ``ahead_header`` also the first of those
+    headers that the thread's following request will carry."""
     threads = 1 if connections == 1 else 2
     with tempfile.TemporaryDirectory(prefix="corral-wrk-") as tmp:
         token_file = None
+        names: list[str] = list(tokens[0]) if tokens else []
         if tokens is not None:
             token_file = str(Path(tmp) / "tokens")
-            Path(token_file).write_text("\n".join(tokens) + "\n")
+            lines = ("\t".join(row[name] for name in names) for row in tokens)
+            Path(token_file).write_text("\n".join(lines) + "\n")
         script = Path(tmp) / "call.lua"
         script.write_text(
             SCRIPT.format(
                 body=lua_string(body.decode()),
                 headers=lua_table(headers),
                 token_file=lua_string(token_file),
-                token_header=lua_string(token_header),
+                token_headers="{" + ", ".join(json.dumps(name) for name in names) + "}",
+                ahead_header=lua_string(ahead_header),
                 threads=threads,
             )
         )

@@ -40,7 +40,7 @@ from bench.wrk import Load, run_wrk
 CONNECTIONS = (1, 16, 64)
 ROUNDS = 5
 CORRAL_PATHS = ("direct", "shim", "gateway+shim")
-ASSERTION_HEADER = "Corral-Identity-Assertion"
+NEXT_ASSERTION_HEADER = "Corral-Identity-Assertion-Next"
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Path:
     url: str
     headers: dict[str, str]
     pids: dict[str, int]
-    mint: Callable[[], str] | None = None
+    mint: Callable[[], dict[str, str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def prepare(path: Path, tool: str, arguments: dict[str, Any]) -> Prepared:
     """Open a session and check that calls work before any load."""
 
     def fresh() -> dict[str, str]:
-        extra = {} if path.mint is None else {ASSERTION_HEADER: path.mint()}
+        extra = {} if path.mint is None else path.mint()
         return {**path.headers, **extra}
 
     session = mcpclient.initialize(path.url, fresh)
@@ -123,7 +123,7 @@ def load_once(prepared: Prepared, connections: int, seconds: float, ceiling: flo
         seconds=seconds,
         target_pids=path.pids,
         tokens=tokens,
-        token_header=ASSERTION_HEADER,
+        ahead_header=NEXT_ASSERTION_HEADER,
     )
     print(f"  {path.name:<13} c={connections:<3} {_line(load)}", flush=True)
     return load
@@ -241,7 +241,7 @@ def run(options: Options) -> dict[str, Any]:
                     shim.url,
                     {},
                     {"shim": shim.process.pid, "upstream": upstream.pid},
-                    shim.assertion,
+                    shim.spare,
                 ),
                 Path(
                     "gateway+shim",

@@ -9,6 +9,12 @@ a key from the configured JWKS (several keys at once, for rotation, selected by 
 
 Claims: `sub`, `email`, `groups`, `client_id` (the OAuth client or API key the caller used),
 plus `client_name`/`client_version` when the gateway knows them.
+
+The gateway may also send the caller's next assertion ahead of its request
+(`NEXT_ASSERTION_HEADER`); the shim checks its signature while the current request waits for
+the server (`check_ahead`), and `verify` then skips only that check for exactly that token.
+Such an assertion commits to a secret (claim `secret_sha256`) that only its own request carries
+(`SECRET_HEADER`), so one seen on its way ahead cannot be used by anyone else.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import base64
 import binascii
 import functools
 import hashlib
+import hmac
 import secrets
 import time
 from collections import deque
@@ -35,6 +42,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 
 ASSERTION_HEADER = "Corral-Identity-Assertion"
 """The HTTP header that carries the assertion from the gateway to the shim."""
+NEXT_ASSERTION_HEADER = "Corral-Identity-Assertion-Next"
+"""The header that may carry, ahead of time, the assertion of the caller's next request."""
+SECRET_HEADER = "Corral-Identity-Assertion-Secret"
+"""The header with the secret an assertion's `secret_sha256` claim commits to."""
+MAX_CHECKED_AHEAD = 256
 MAX_LIFETIME_SECONDS = 60
 ALGORITHM = "ES256"
 _COORDINATE_BYTES = 32
@@ -116,8 +128,10 @@ def mint_assertion(
     lifetime: int = MAX_LIFETIME_SECONDS,
     kid: str | None = None,
     now: float | None = None,
+    secret: str | None = None,
 ) -> str:
-    """Sign an assertion (ES256) for one forwarded request."""
+    """Sign an assertion (ES256) for one forwarded request; with `secret`, the assertion is
+    accepted only from a request that also carries that secret (`SECRET_HEADER`)."""
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {
         "iss": issuer,
@@ -136,12 +150,19 @@ def mint_assertion(
         "client_version": client_version,
     }
     claims.update({key: value for key, value in optional.items() if value is not None})
+    if secret is not None:
+        claims["secret_sha256"] = secret_digest(secret)
     header = _header_segment(kid or public_jwk(signing_key)["kid"])
     signing_input = f"{header}.{_b64url(orjson.dumps(claims))}"
     der = signing_key.sign(signing_input.encode(), _ES256)
     r, s = decode_dss_signature(der)
     signature = r.to_bytes(_COORDINATE_BYTES, "big") + s.to_bytes(_COORDINATE_BYTES, "big")
     return f"{signing_input}.{_b64url(signature)}"
+
+
+def secret_digest(secret: str) -> str:
+    """What an assertion's `secret_sha256` claim holds for a secret."""
+    return _b64url(hashlib.sha256(secret.encode()).digest())
 
 
 @functools.lru_cache(maxsize=64)
@@ -181,6 +202,9 @@ class UsedIds:
         self._until[jti] = until
         order.append((until, jti))
 
+    def __contains__(self, jti: str) -> bool:
+        return jti in self._until
+
 
 class AssertionVerifier:
     """Verifies assertions for one audience against a set of public keys (parsed once)."""
@@ -209,19 +233,51 @@ class AssertionVerifier:
         self._clock = clock
         self._header_keys: dict[str, ec.EllipticCurvePublicKey] = {}
         self._used = UsedIds() if used is None else used
+        self._ahead: dict[str, dict[str, Any]] = {}
 
-    def verify(self, token: str | None) -> Identity:
-        """The identity in a valid assertion; `InvalidAssertionError` saying why otherwise."""
+    def verify(self, token: str | None, secret: str | None = None) -> Identity:
+        """The identity in a valid assertion; `InvalidAssertionError` saying why otherwise.
+        `secret` is what the request carries in `SECRET_HEADER`."""
         if not token:
             raise InvalidAssertionError("missing identity assertion")
+        claims = self._ahead.pop(token, None)
+        if claims is None:
+            parts = token.split(".")
+            if len(parts) != 3:
+                raise InvalidAssertionError("malformed assertion: expected three segments")
+            key = self._header_keys.get(parts[0]) or self._key_for(parts[0])
+            self._check_signature(key, parts)
+            claims = self._json(parts[1], "claims")
+        self._check_claims(claims, secret)
+        return self._identity(claims)
+
+    def check_ahead(self, token: str, subject: str) -> None:
+        """Check the signature of `subject`'s next assertion before its request comes, so that
+        a request presenting exactly this token skips that check; every claim, its time limits
+        and its single use are still checked by `verify` when it is presented. Holds at most
+        ``MAX_CHECKED_AHEAD`` (the oldest goes first); `InvalidAssertionError` when the token
+        is malformed, names another subject or does not verify."""
+        if token in self._ahead:
+            return
         parts = token.split(".")
         if len(parts) != 3:
             raise InvalidAssertionError("malformed assertion: expected three segments")
         key = self._header_keys.get(parts[0]) or self._key_for(parts[0])
-        self._check_signature(key, parts)
         claims = self._json(parts[1], "claims")
-        self._check_claims(claims)
-        return self._identity(claims)
+        if claims.get("sub") != subject:
+            raise InvalidAssertionError("next assertion names another subject")
+        jti = claims.get("jti")
+        if isinstance(jti, str) and jti in self._used:
+            return
+        self._check_signature(key, parts)
+        if len(self._ahead) >= MAX_CHECKED_AHEAD:
+            del self._ahead[next(iter(self._ahead))]
+        self._ahead[token] = claims
+
+    @property
+    def checked_ahead(self) -> int:
+        """How many assertions checked ahead wait for their request."""
+        return len(self._ahead)
 
     def _key_for(self, segment: str) -> ec.EllipticCurvePublicKey:
         """The key a header names, once its algorithm is checked; remembered per header text
@@ -264,7 +320,7 @@ class AssertionVerifier:
         except InvalidSignature:
             raise InvalidAssertionError("assertion signature does not verify") from None
 
-    def _check_claims(self, claims: Mapping[str, Any]) -> None:
+    def _check_claims(self, claims: Mapping[str, Any], secret: str | None) -> None:
         now = int(self._clock())
         issuer = claims.get("iss")
         if issuer != self._issuer:
@@ -290,6 +346,13 @@ class AssertionVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise InvalidAssertionError("assertion has no subject")
+        committed = claims.get("secret_sha256")
+        if committed is not None and (
+            secret is None
+            or not isinstance(committed, str)
+            or not hmac.compare_digest(secret_digest(secret), committed)
+        ):
+            raise InvalidAssertionError("assertion presented without the secret it commits to")
         self._check_jti(claims.get("jti"), int(exp), now)
 
     def _check_jti(self, jti: Any, exp: int, now: int) -> None:

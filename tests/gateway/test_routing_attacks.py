@@ -12,7 +12,14 @@ import pytest
 from multidict import CIMultiDict
 
 from corral.api.policies import AccessPolicy
-from corral.common.assertion import ASSERTION_HEADER, AssertionVerifier, generate_signing_key
+from corral.common.assertion import (
+    ASSERTION_HEADER,
+    NEXT_ASSERTION_HEADER,
+    SECRET_HEADER,
+    AssertionVerifier,
+    InvalidAssertionError,
+    generate_signing_key,
+)
 from corral.gateway.authn import Principal
 from corral.gateway.directory import ServerEntry
 from corral.gateway.instances import InstanceStarting
@@ -126,6 +133,41 @@ async def test_concurrent_calls_never_share_an_assertion_signed_ahead(
     assert len(sent) == 25
     assert len(set(sent)) == 25
     assert recorded_gateway.app[ROUTER].signer.spares_used > 0
+
+
+async def test_an_assertion_sent_ahead_travels_without_its_secret(
+    recording_upstream: RecordingUpstream, recorded_gateway: Gateway, api_key: ApiKeyMaker
+) -> None:
+    token, _ = await api_key("alice")
+    status, headers, _ = await post(
+        recorded_gateway.mcp_url(),
+        token,
+        **{NEXT_ASSERTION_HEADER: "forged", SECRET_HEADER: "chosen-by-the-client"},
+    )
+    assert status == 200
+    session = {"Mcp-Session-Id": headers["Mcp-Session-Id"]}
+    for n in range(4):
+        ping = {"jsonrpc": "2.0", "id": 2 + n, "method": "ping"}
+        assert (await post(recorded_gateway.mcp_url(), token, ping, **session))[0] == 200
+    jwks_url = f"{recorded_gateway.base_url}/.well-known/corral/jwks.json"
+    async with aiohttp.ClientSession() as http, http.get(jwks_url) as reply:
+        jwks = (await reply.json())["keys"]
+    check = AssertionVerifier(jwks, issuer=ISSUER, audience=f"corral:{NAMESPACE}/{SERVER}")
+    sent = [CIMultiDict(r.headers) for r in recording_upstream.requests]
+    assert sent[0].get(NEXT_ASSERTION_HEADER) != "forged"
+    assert sent[0].get(SECRET_HEADER) != "chosen-by-the-client"
+    aheads = [
+        (n, h[NEXT_ASSERTION_HEADER]) for n, h in enumerate(sent) if NEXT_ASSERTION_HEADER in h
+    ]
+    assert len(aheads) >= 3
+    for n, ahead in aheads[:-1]:  # the last one waits for a request not made
+        following = sent[n + 1]
+        assert following[ASSERTION_HEADER] == ahead
+        secret = following[SECRET_HEADER]
+        assert all(secret not in str(other) for other in sent[: n + 1])
+        with pytest.raises(InvalidAssertionError, match="without the secret"):
+            check.verify(ahead)
+        assert check.verify(ahead, secret).subject == "alice"
 
 
 async def test_a_missing_or_bad_token_gets_401_naming_the_resource_metadata(

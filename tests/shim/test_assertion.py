@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from corral.common.assertion import (
+    MAX_CHECKED_AHEAD,
     AssertionVerifier,
     InvalidAssertionError,
     generate_signing_key,
@@ -126,3 +127,82 @@ def test_replayed_jti_is_refused() -> None:
 def test_private_keys_are_not_accepted_as_verification_keys() -> None:
     with pytest.raises(ValueError, match="private"):
         AssertionVerifier([{**public_jwk(KEY), "d": "x"}], issuer=ISSUER, audience=AUDIENCE)
+
+
+def refuse_signatures(*_: object) -> None:
+    raise InvalidAssertionError("the signature was checked again")
+
+
+def test_an_assertion_checked_ahead_skips_only_the_signature_and_only_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    check = verifier()
+    token = mint()
+    check.check_ahead(token, "alice")
+    check.check_ahead(token, "alice")
+    assert check.checked_ahead == 1
+    monkeypatch.setattr(AssertionVerifier, "_check_signature", staticmethod(refuse_signatures))
+    assert check.verify(token).subject == "alice"
+    assert check.checked_ahead == 0
+    with pytest.raises(InvalidAssertionError, match="checked again"):
+        check.verify(token)
+    monkeypatch.undo()
+    with pytest.raises(InvalidAssertionError, match="replayed"):
+        check.verify(token)
+
+
+def test_the_claims_of_an_assertion_checked_ahead_are_checked_when_it_is_presented() -> None:
+    now = [time.time()]
+    check = AssertionVerifier(
+        [public_jwk(KEY)], issuer=ISSUER, audience=AUDIENCE, clock=lambda: now[0]
+    )
+    late = mint(lifetime=10, now=now[0])
+    elsewhere = mint(audience="corral:team/other")
+    committed = mint(secret="its-own-secret")
+    for token in (late, elsewhere, committed):
+        check.check_ahead(token, "alice")
+    assert check.checked_ahead == 3
+    with pytest.raises(InvalidAssertionError, match="audience"):
+        check.verify(elsewhere)
+    for secret in (None, "another-secret"):
+        with pytest.raises(InvalidAssertionError, match="without the secret"):
+            check.verify(committed, secret)
+    assert check.verify(committed, "its-own-secret").subject == "alice"
+    now[0] += 60
+    with pytest.raises(InvalidAssertionError, match="expired"):
+        check.verify(late)
+
+
+@pytest.mark.parametrize(
+    ("token_factory", "reason"),
+    [
+        (lambda: mint()[:-6] + "AAAAAA", "does not verify"),
+        (lambda: mint(key=OTHER), "unknown key"),
+        (lambda: mint(subject="mallory"), "another subject"),
+        (lambda: unsigned({"alg": "none"}, claims_of(mint()), b""), "only ES256"),
+        (lambda: "not.a-token", "three segments"),
+    ],
+    ids=["bad-signature", "unknown-key", "another-subject", "alg-none", "malformed"],
+)
+def test_check_ahead_keeps_nothing_that_fails(token_factory: object, reason: str) -> None:
+    check = verifier()
+    token = token_factory()  # type: ignore[operator]
+    with pytest.raises(InvalidAssertionError, match=reason):
+        check.check_ahead(token, "alice")
+    assert check.checked_ahead == 0
+
+
+def test_check_ahead_holds_a_bounded_number_and_skips_used_assertions() -> None:
+    check = verifier()
+    used = mint()
+    check.verify(used)
+    check.check_ahead(used, "alice")
+    assert check.checked_ahead == 0
+    tokens = [mint() for _ in range(MAX_CHECKED_AHEAD + 3)]
+    for token in tokens:
+        check.check_ahead(token, "alice")
+    assert check.checked_ahead == MAX_CHECKED_AHEAD
+    assert check.verify(tokens[0]).subject == "alice"  # dropped first: checked in full now
+    assert check.checked_ahead == MAX_CHECKED_AHEAD
+    assert check.verify(tokens[-1]).subject == "alice"
+    assert check.checked_ahead == MAX_CHECKED_AHEAD - 1

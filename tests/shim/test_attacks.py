@@ -12,7 +12,13 @@ import orjson
 import pytest
 from aiohttp import web
 
-from corral.common.assertion import ASSERTION_HEADER, generate_signing_key, mint_assertion
+from corral.common.assertion import (
+    ASSERTION_HEADER,
+    NEXT_ASSERTION_HEADER,
+    SECRET_HEADER,
+    generate_signing_key,
+    mint_assertion,
+)
 from tests.fixtures.processes import LOOPBACK
 from tests.fixtures.shim import (
     ISSUER,
@@ -129,6 +135,42 @@ async def test_an_assertion_used_before_a_reload_is_refused_after_it(
     assert (await post(shim, CALL_ECHO, assertion=token))[0] == 401
     echoes = [c for c in recording_upstream.calls("tools/call") if c["params"]["name"] == "echo"]
     assert len(echoes) == 1
+
+
+async def test_an_assertion_seen_on_its_way_ahead_is_useless_without_its_secret(
+    shim_factory: ShimFactory, recording_upstream: RecordingUpstream
+) -> None:
+    shim = shim_factory(recording_upstream.url)
+    ahead = shim.assertion(secret="its-own-secret")
+    first = await post(shim, CALL_ECHO, **{NEXT_ASSERTION_HEADER: ahead})
+    assert first[0] == 200
+    for stolen in ({}, {SECRET_HEADER: "a-guess"}):
+        status, reply = await post(shim, CALL_ECHO, assertion=ahead, **stolen)
+        assert status == 401
+        assert "without the secret" in reply["error"]["message"]
+    next_call = await post(shim, CALL_ECHO, assertion=ahead, **{SECRET_HEADER: "its-own-secret"})
+    assert next_call[0] == 200
+    assert len(recording_upstream.calls("tools/call")) == 2
+    for recorded in recording_upstream.requests:
+        assert not any(name.lower().startswith("corral-") for name in recorded.headers)
+        assert "its-own-secret" not in str(recorded.headers)
+
+
+async def test_a_bad_assertion_sent_ahead_is_never_accepted(
+    shim_factory: ShimFactory, recording_upstream: RecordingUpstream
+) -> None:
+    shim = shim_factory(recording_upstream.url)
+    forged = shim.assertion()[:-6] + "AAAAAA"
+    assert (await post(shim, CALL_ECHO, **{NEXT_ASSERTION_HEADER: forged}))[0] == 200
+    shim.process.wait_until(
+        lambda: "next assertion sent ahead refused" in shim.process.log_tail(),
+        timeout=10,
+        what="the shim to log the refusal",
+    )
+    status, reply = await post(shim, CALL_ECHO, assertion=forged)
+    assert status == 401
+    assert "does not verify" in reply["error"]["message"]
+    assert len(recording_upstream.calls("tools/call")) == 1
 
 
 DENY_GET_ENV = {
