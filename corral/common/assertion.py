@@ -162,7 +162,7 @@ def mint_assertion(
 
 def secret_digest(secret: str) -> str:
     """What an assertion's `secret_sha256` claim holds for a secret."""
-    return _b64url(hashlib.sha256(secret.encode()).digest())
+    return _b64url(hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest())
 
 
 @functools.lru_cache(maxsize=64)
@@ -350,7 +350,9 @@ class AssertionVerifier:
         if committed is not None and (
             secret is None
             or not isinstance(committed, str)
-            or not hmac.compare_digest(secret_digest(secret), committed)
+            or not hmac.compare_digest(
+                secret_digest(secret).encode(), committed.encode("utf-8", "surrogateescape")
+            )
         ):
             raise InvalidAssertionError("assertion presented without the secret it commits to")
         self._check_jti(claims.get("jti"), int(exp), now)

@@ -164,7 +164,7 @@ def test_the_claims_of_an_assertion_checked_ahead_are_checked_when_it_is_present
     assert check.checked_ahead == 3
     with pytest.raises(InvalidAssertionError, match="audience"):
         check.verify(elsewhere)
-    for secret in (None, "another-secret"):
+    for secret in (None, "another-secret", "not utf-8 \udcff", "\u00e9"):
         with pytest.raises(InvalidAssertionError, match="without the secret"):
             check.verify(committed, secret)
     assert check.verify(committed, "its-own-secret").subject == "alice"
