@@ -75,6 +75,14 @@ async def post(
         return reply.status, CIMultiDict(reply.headers), await reply.read()
 
 
+async def shim_verifier(gateway: Gateway) -> AssertionVerifier:
+    """A verifier as the shim behind the gateway has one, from the gateway's published JWKS."""
+    jwks_url = f"{gateway.base_url}/.well-known/corral/jwks.json"
+    async with aiohttp.ClientSession() as http, http.get(jwks_url) as reply:
+        jwks = (await reply.json())["keys"]
+    return AssertionVerifier(jwks, issuer=ISSUER, audience=f"corral:{NAMESPACE}/{SERVER}")
+
+
 async def test_the_shim_gets_a_fresh_assertion_and_never_the_client_credentials(
     recording_upstream: RecordingUpstream, recorded_gateway: Gateway, api_key: ApiKeyMaker
 ) -> None:
@@ -90,10 +98,7 @@ async def test_the_shim_gets_a_fresh_assertion_and_never_the_client_credentials(
     session_id = headers["Mcp-Session-Id"]
     assert session_id.startswith("v1.")
     assert "recorded-session" not in session_id
-    jwks_url = f"{recorded_gateway.base_url}/.well-known/corral/jwks.json"
-    async with aiohttp.ClientSession() as http, http.get(jwks_url) as reply:
-        jwks = (await reply.json())["keys"]
-    verifier = AssertionVerifier(jwks, issuer=ISSUER, audience=f"corral:{NAMESPACE}/{SERVER}")
+    verifier = await shim_verifier(recorded_gateway)
     received = CIMultiDict(recording_upstream.requests[-1].headers)
     lowered = {name.lower() for name in received}
     assert {"authorization", "cookie", "x-forwarded-user"}.isdisjoint(lowered)
@@ -149,10 +154,7 @@ async def test_an_assertion_sent_ahead_travels_without_its_secret(
     for n in range(4):
         ping = {"jsonrpc": "2.0", "id": 2 + n, "method": "ping"}
         assert (await post(recorded_gateway.mcp_url(), token, ping, **session))[0] == 200
-    jwks_url = f"{recorded_gateway.base_url}/.well-known/corral/jwks.json"
-    async with aiohttp.ClientSession() as http, http.get(jwks_url) as reply:
-        jwks = (await reply.json())["keys"]
-    check = AssertionVerifier(jwks, issuer=ISSUER, audience=f"corral:{NAMESPACE}/{SERVER}")
+    check = await shim_verifier(recorded_gateway)
     sent = [CIMultiDict(r.headers) for r in recording_upstream.requests]
     assert sent[0].get(NEXT_ASSERTION_HEADER) != "forged"
     assert sent[0].get(SECRET_HEADER) != "chosen-by-the-client"
