@@ -242,10 +242,7 @@ class AssertionVerifier:
             raise InvalidAssertionError("missing identity assertion")
         claims = self._ahead.pop(token, None)
         if claims is None:
-            parts = token.split(".")
-            if len(parts) != 3:
-                raise InvalidAssertionError("malformed assertion: expected three segments")
-            key = self._header_keys.get(parts[0]) or self._key_for(parts[0])
+            parts, key = self._parts(token)
             self._check_signature(key, parts)
             claims = self._json(parts[1], "claims")
         self._check_claims(claims, secret)
@@ -259,10 +256,7 @@ class AssertionVerifier:
         is malformed, names another subject or does not verify."""
         if token in self._ahead:
             return
-        parts = token.split(".")
-        if len(parts) != 3:
-            raise InvalidAssertionError("malformed assertion: expected three segments")
-        key = self._header_keys.get(parts[0]) or self._key_for(parts[0])
+        parts, key = self._parts(token)
         claims = self._json(parts[1], "claims")
         if claims.get("sub") != subject:
             raise InvalidAssertionError("next assertion names another subject")
@@ -273,6 +267,13 @@ class AssertionVerifier:
         if len(self._ahead) >= MAX_CHECKED_AHEAD:
             del self._ahead[next(iter(self._ahead))]
         self._ahead[token] = claims
+
+    def _parts(self, token: str) -> tuple[list[str], ec.EllipticCurvePublicKey]:
+        """A token's three segments and the key its header names."""
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise InvalidAssertionError("malformed assertion: expected three segments")
+        return parts, self._header_keys.get(parts[0]) or self._key_for(parts[0])
 
     @property
     def checked_ahead(self) -> int:

@@ -115,11 +115,10 @@ class AssertionSigner:
         if key in self._wanted or len(self._wanted) < MAX_SPARES:
             self._wanted[key] = (principal, audience)
         queue = self._spares.get(key)
-        if not queue:
-            return Minted(self._sign(principal, audience), None, None)
-        oldest = self._clock() - SPARE_MAX_AGE
-        while queue and queue[0].signed_at < oldest:
-            queue.popleft()
+        if queue:
+            oldest = self._clock() - SPARE_MAX_AGE
+            while queue and queue[0].signed_at < oldest:
+                queue.popleft()
         if not queue:
             return Minted(self._sign(principal, audience), None, None)
         self.spares_used += 1
