@@ -4,8 +4,11 @@ Rule: the request path only notes what happened in memory (``StatusWriter.note``
 task writes the notes as merge patches of the status subresource, at most one patch per object
 per ``interval`` on each replica, so a busy server costs the API server a few writes a minute.
 The operator reads ``lastActivity`` to decide idleness, so the interval must stay well below the
-shortest ``idleTimeout``. The pure functions here find a ``tools/list`` call and the tool names
-in its answer (JSON or an SSE stream), or None when the answer is not a complete first page.
+shortest ``idleTimeout``. A write the API server could not take (unreachable, a dropped
+connection, 429 or 5xx) is kept and tried again at the next interval, under any newer note;
+404 (the object is gone) and other refusals are logged and dropped. The pure functions here
+find a ``tools/list`` call and the tool names in its answer (JSON or an SSE stream), or None
+when the answer is not a complete first page.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -30,6 +34,10 @@ MAX_TOOLS = 4096
 MAX_TOOL_NAME = 256
 MAX_CAPTURE_BYTES = 4 * 1024 * 1024
 """A ``tools/list`` answer larger than this is forwarded but not read for names."""
+
+API_ERRORS: tuple[type[Exception], ...] = (ApiException, OSError, urllib3.exceptions.HTTPError)
+"""What a call through the Kubernetes client raises when the API server refuses it
+(``ApiException``) or cannot be reached or drops the connection (the other two)."""
 
 
 @dataclass(frozen=True)
@@ -103,16 +111,18 @@ def status_patch(last_activity: datetime, tools: Sequence[str] | None) -> dict[s
     return {"status": status}
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Note:
     last_activity: datetime
-    tools: list[str] | None = field(default=None)
+    tools: tuple[str, ...] | None
 
 
 class StatusWriter:
     """Writes noted activity to status subresources from a background task.
 
-    ``note`` starts the task on first use; ``aclose`` writes what is pending and stops it.
+    ``note`` starts the task on first use; ``aclose`` writes what is pending and stops it. A
+    note stays pending until it is written or a newer one replaces it (which keeps its tools
+    unless it lists its own).
     """
 
     def __init__(self, api: client.ApiClient, *, interval: float = DEFAULT_INTERVAL) -> None:
@@ -122,16 +132,19 @@ class StatusWriter:
         self._task: asyncio.Task[None] | None = None
 
     def note(self, target: Target, tools: Sequence[str] | None = None) -> None:
-        now = datetime.now(UTC)
-        pending = self._pending.get(target)
-        if pending is None:
-            self._pending[target] = _Note(now, None if tools is None else list(tools))
+        if tools is None:
+            earlier = self._pending.get(target)
+            listed = None if earlier is None else earlier.tools
         else:
-            pending.last_activity = now
-            if tools is not None:
-                pending.tools = list(tools)
+            listed = tuple(tools)
+        self._pending[target] = _Note(datetime.now(UTC), listed)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
+
+    @property
+    def pending(self) -> int:
+        """How many objects have activity not yet written."""
+        return len(self._pending)
 
     async def aclose(self) -> None:
         if self._task is not None:
@@ -140,19 +153,28 @@ class StatusWriter:
                 await self._task
             self._task = None
         await self.flush()
+        for target in self._pending:
+            log.warning(
+                "activity on %s %s/%s was not recorded before shutdown",
+                target.plural,
+                target.namespace,
+                target.name,
+            )
 
     async def flush(self) -> None:
-        """Write every pending note now (one patch per object)."""
-        pending, self._pending = self._pending, {}
-        for target, note in pending.items():
-            await asyncio.to_thread(self._patch, target, note)
+        """Try to write every pending note now (one patch per object)."""
+        for target, note in list(self._pending.items()):
+            done = await asyncio.to_thread(self._patch, target, note)
+            if done and self._pending.get(target) is note:
+                del self._pending[target]
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
             await self.flush()
 
-    def _patch(self, target: Target, note: _Note) -> None:
+    def _patch(self, target: Target, note: _Note) -> bool:
+        """Write one note; False when it should be tried again, True when written or dropped."""
         try:
             self._custom.patch_namespaced_custom_object_status(
                 GROUP,
@@ -163,13 +185,26 @@ class StatusWriter:
                 status_patch(note.last_activity, note.tools),
             )
         except ApiException as error:
-            if error.status != 404:
-                log.warning(
-                    "cannot record activity on %s %s/%s: %s",
-                    target.plural,
-                    target.namespace,
-                    target.name,
-                    error.reason,
-                )
-        except OSError as error:
-            log.warning("cannot record activity on %s/%s: %s", target.namespace, target.name, error)
+            if error.status == 404:
+                return True
+            again = error.status is None or error.status == 429 or error.status >= 500
+            log.warning(
+                "cannot record activity on %s %s/%s%s: %s %s",
+                target.plural,
+                target.namespace,
+                target.name,
+                ", will try again" if again else "",
+                error.status,
+                error.reason,
+            )
+            return not again
+        except API_ERRORS as error:
+            log.warning(
+                "cannot record activity on %s %s/%s, will try again: %s",
+                target.plural,
+                target.namespace,
+                target.name,
+                error,
+            )
+            return False
+        return True

@@ -35,7 +35,7 @@ from corral.api.catalog import MCPCatalogEntry
 from corral.api.common import parse_duration
 from corral.api.policies import AccessPolicy
 from corral.api.policy import Caller, Decision, PolicyIndex
-from corral.gateway.activity import StatusWriter, Target
+from corral.gateway.activity import API_ERRORS, StatusWriter, Target
 from corral.gateway.authn import Principal
 from corral.gateway.directory import (
     UNKNOWN_STATUS,
@@ -183,6 +183,10 @@ def _key(manifest: Mapping[str, Any]) -> Key:
     return metadata.get("namespace", "default"), metadata.get("name", "")
 
 
+WATCH_ERRORS: tuple[type[Exception], ...] = (*API_ERRORS, ValueError)
+"""A failed call, or a watch that ended in an ERROR event: list and watch again."""
+
+
 class _Watcher(threading.Thread):
     """Keeps ``objects`` equal to the cluster's objects of one plural, calling ``changed``."""
 
@@ -216,7 +220,7 @@ class _Watcher(threading.Thread):
         while not self._stopping.is_set():
             try:
                 self._list_and_watch()
-            except (ApiException, OSError, ValueError) as error:
+            except WATCH_ERRORS as error:
                 log.warning("watch of %s failed, listing again: %s", self._plural, error)
             except Exception:
                 log.exception("watch of %s failed unexpectedly, listing again", self._plural)
@@ -450,7 +454,7 @@ class KubernetesInstances:
         if entry is None:
             try:
                 await asyncio.to_thread(self._create, server, name, principal)
-            except (ApiException, OSError) as error:
+            except API_ERRORS as error:
                 log.warning(
                     "cannot create MCPServerInstance %s/%s: %s", server.namespace, name, error
                 )
@@ -494,7 +498,7 @@ class KubernetesInstances:
                 patch,
             )
             log.info("asked to wake %s", server.route)
-        except (ApiException, OSError) as error:
+        except API_ERRORS as error:
             log.warning("cannot wake %s: %s", server.route, error)
             raise InstanceStarting(server, retry_after=CREATE_RETRY_AFTER) from None
 

@@ -1,0 +1,179 @@
+"""The gateway's writes to an API server it cannot reach: the gateway talks to the real API
+server through a TCP relay the test cuts (open connections closed, new ones closed as soon as
+they are accepted) and restores. Activity noted while it was cut is written once the API server
+is back, and the writer goes on writing after it; a per-user instance that cannot be created
+answers "starting, retry later" instead of failing the call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from kubernetes import client, config
+
+from corral.gateway.activity import StatusWriter, Target
+from corral.gateway.authn import Principal
+from corral.gateway.instances import InstanceStarting
+from corral.gateway.kubedirectory import KubernetesInstances
+from tests.fixtures.operator import OperatorHarness
+from tests.gateway.test_routing_kubernetes import eventually
+from tests.gateway.test_wake_kubernetes import watching
+from tests.operator.test_servers_cluster import SERVERS, server
+
+pytestmark = pytest.mark.cluster
+
+REMOTE = {"remote": {"url": "https://mcp.example.com/mcp"}}
+
+
+class Relay:
+    """Relays TCP connections to ``host:port`` until ``cut``; ``restore`` relays again."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._host, self._port = host, port
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self.is_cut = False
+        self.refused = 0
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    def cut(self) -> None:
+        self.is_cut = True
+        for writer in self._writers:
+            writer.close()
+
+    def restore(self) -> None:
+        self.is_cut = False
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            if self.is_cut:
+                self.refused += 1
+                return
+            up_reader, up_writer = await asyncio.open_connection(self._host, self._port)
+            self._writers.update((writer, up_writer))
+            try:
+                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            finally:
+                self._writers.difference_update((writer, up_writer))
+                up_writer.close()
+        finally:
+            writer.close()
+            self._handlers.discard(task)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    writer.close()
+
+
+@pytest.fixture
+async def relay(operator_harness: OperatorHarness) -> AsyncIterator[tuple[Relay, client.ApiClient]]:
+    """A relay to the harness's API server and a client that goes through it."""
+    api_server = urlsplit(operator_harness.cluster.server)
+    assert api_server.hostname is not None
+    assert api_server.port is not None
+    relay = Relay(api_server.hostname, api_server.port)
+    port = await relay.start()
+    configuration = client.Configuration()
+    config.load_kube_config(
+        config_file=str(operator_harness.cluster.kubeconfig), client_configuration=configuration
+    )
+    configuration.host = f"https://{api_server.hostname}:{port}"
+    api = client.ApiClient(configuration)
+    try:
+        yield relay, api
+    finally:
+        await relay.close()
+        api.close()
+
+
+async def test_activity_noted_while_the_api_server_is_unreachable_is_written_when_it_is_back(
+    operator_harness: OperatorHarness, relay: tuple[Relay, client.ApiClient]
+) -> None:
+    h = operator_harness
+    cut, api = relay
+    h.create(SERVERS, server("everything", runtime=REMOTE))
+    h.create(SERVERS, server("notes", runtime=REMOTE))
+    everything = Target(SERVERS, h.namespace, "everything")
+    notes = Target(SERVERS, h.namespace, "notes")
+
+    def status(name: str) -> dict[str, Any]:
+        return (h.get(SERVERS, name) or {}).get("status") or {}
+
+    writer = StatusWriter(api, interval=0.05)
+    try:
+        writer.note(everything, ["echo"])
+        await eventually(lambda: status("everything").get("tools") == ["echo"])
+
+        cut.cut()
+        writer.note(everything, ["add", "echo"])
+        await eventually(lambda: cut.refused >= 3)
+        writer.note(notes)
+        await eventually(lambda: cut.refused >= 6)
+        assert writer.pending == 2
+        assert status("everything").get("tools") == ["echo"]
+        assert "lastActivity" not in status("notes")
+
+        cut.restore()
+        await eventually(
+            lambda: (
+                status("everything").get("tools") == ["add", "echo"]
+                and "lastActivity" in status("notes")
+            )
+        )
+        assert writer.pending == 0
+
+        writer.note(notes, ["ping"])
+        await eventually(lambda: status("notes").get("tools") == ["ping"])
+    finally:
+        await writer.aclose()
+
+
+async def test_an_instance_that_cannot_be_created_is_starting_not_a_failure(
+    operator_harness: OperatorHarness, relay: tuple[Relay, client.ApiClient]
+) -> None:
+    h = operator_harness
+    cut, api = relay
+    h.create(SERVERS, server("notes", tenancy="perUser"))
+    directory = await watching(h)
+    instances = KubernetesInstances(api, directory, activity_interval=0.05)
+    try:
+        await eventually(lambda: directory.lookup(h.namespace, "notes") is not None)
+        entry = directory.lookup(h.namespace, "notes")
+        assert entry is not None
+        cut.cut()
+        with pytest.raises(InstanceStarting) as starting:
+            await instances.ensure_running(entry, Principal("alice"))
+        assert starting.value.retry_after > 0
+        assert cut.refused > 0
+        assert (
+            h.custom.list_namespaced_custom_object(
+                "corral.dev", "v1alpha1", h.namespace, "mcpserverinstances"
+            )["items"]
+            == []
+        )
+    finally:
+        await instances.aclose()
+        await asyncio.to_thread(directory.stop)
