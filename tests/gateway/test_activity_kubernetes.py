@@ -143,7 +143,7 @@ async def test_activity_noted_while_the_api_server_is_unreachable_is_written_whe
                 and "lastActivity" in status("notes")
             )
         )
-        assert writer.pending == 0
+        await eventually(lambda: writer.pending == 0)
 
         writer.note(notes, ["ping"])
         await eventually(lambda: status("notes").get("tools") == ["ping"])
