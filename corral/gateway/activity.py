@@ -5,10 +5,10 @@ task writes the notes as merge patches of the status subresource, at most one pa
 per ``interval`` on each replica, so a busy server costs the API server a few writes a minute.
 The operator reads ``lastActivity`` to decide idleness, so the interval must stay well below the
 shortest ``idleTimeout``. A write the API server could not take (unreachable, a dropped
-connection, 429 or 5xx) is kept and tried again at the next interval, under any newer note;
-404 (the object is gone) and other refusals are logged and dropped. The pure functions here
-find a ``tools/list`` call and the tool names in its answer (JSON or an SSE stream), or None
-when the answer is not a complete first page.
+connection, no answer within ``REQUEST_TIMEOUT``, 429 or 5xx) is kept and tried again at the
+next interval, under any newer note; 404 (the object is gone) and other refusals are logged and
+dropped. The pure functions here find a ``tools/list`` call and the tool names in its answer
+(JSON or an SSE stream), or None when the answer is not a complete first page.
 """
 
 from __future__ import annotations
@@ -37,7 +37,10 @@ MAX_CAPTURE_BYTES = 4 * 1024 * 1024
 
 API_ERRORS: tuple[type[Exception], ...] = (ApiException, OSError, urllib3.exceptions.HTTPError)
 """What a call through the Kubernetes client raises when the API server refuses it
-(``ApiException``) or cannot be reached or drops the connection (the other two)."""
+(``ApiException``), cannot be reached, drops the connection or does not answer in time."""
+REQUEST_TIMEOUT = (5.0, 10.0)
+"""Seconds to connect to the API server and to wait for its answer to one write: the client
+has no limit of its own, and a write that never returns would stall what waits on it."""
 
 
 @dataclass(frozen=True)
@@ -125,9 +128,16 @@ class StatusWriter:
     unless it lists its own).
     """
 
-    def __init__(self, api: client.ApiClient, *, interval: float = DEFAULT_INTERVAL) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        request_timeout: tuple[float, float] = REQUEST_TIMEOUT,
+    ) -> None:
         self._custom = client.CustomObjectsApi(api)
         self._interval = interval
+        self._request_timeout = request_timeout
         self._pending: dict[Target, _Note] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -183,6 +193,7 @@ class StatusWriter:
                 target.plural,
                 target.name,
                 status_patch(note.last_activity, note.tools),
+                _request_timeout=self._request_timeout,
             )
         except ApiException as error:
             if error.status == 404:

@@ -35,7 +35,7 @@ from corral.api.catalog import MCPCatalogEntry
 from corral.api.common import parse_duration
 from corral.api.policies import AccessPolicy
 from corral.api.policy import Caller, Decision, PolicyIndex
-from corral.gateway.activity import API_ERRORS, StatusWriter, Target
+from corral.gateway.activity import API_ERRORS, REQUEST_TIMEOUT, StatusWriter, Target
 from corral.gateway.authn import Principal
 from corral.gateway.directory import (
     UNKNOWN_STATUS,
@@ -496,6 +496,7 @@ class KubernetesInstances:
                 "mcpservers",
                 server.name,
                 patch,
+                _request_timeout=REQUEST_TIMEOUT,
             )
             log.info("asked to wake %s", server.route)
         except API_ERRORS as error:
@@ -514,7 +515,12 @@ class KubernetesInstances:
         }
         try:
             self._custom.create_namespaced_custom_object(
-                GROUP, VERSION, server.namespace, "mcpserverinstances", body
+                GROUP,
+                VERSION,
+                server.namespace,
+                "mcpserverinstances",
+                body,
+                _request_timeout=REQUEST_TIMEOUT,
             )
             log.info("created MCPServerInstance %s/%s", server.namespace, name)
         except ApiException as error:

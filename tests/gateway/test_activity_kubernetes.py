@@ -30,15 +30,20 @@ REMOTE = {"remote": {"url": "https://mcp.example.com/mcp"}}
 
 
 class Relay:
-    """Relays TCP connections to ``host:port`` until ``cut``; ``restore`` relays again."""
+    """Relays TCP connections to ``host:port``. ``cut`` closes open connections and closes new
+    ones as soon as they are accepted; ``freeze`` keeps every connection open but passes no
+    byte either way; ``restore`` relays again."""
 
     def __init__(self, host: str, port: int) -> None:
         self._host, self._port = host, port
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
+        self.flowing = asyncio.Event()
+        self.flowing.set()
         self.is_cut = False
         self.refused = 0
+        self.accepted = 0
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -50,11 +55,16 @@ class Relay:
         for writer in self._writers:
             writer.close()
 
+    def freeze(self) -> None:
+        self.flowing.clear()
+
     def restore(self) -> None:
         self.is_cut = False
+        self.flowing.set()
 
     async def close(self) -> None:
         self.cut()
+        self.flowing.set()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -64,6 +74,7 @@ class Relay:
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
+        self.accepted += 1
         try:
             if self.is_cut:
                 self.refused += 1
@@ -71,7 +82,7 @@ class Relay:
             up_reader, up_writer = await asyncio.open_connection(self._host, self._port)
             self._writers.update((writer, up_writer))
             try:
-                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+                await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
             finally:
                 self._writers.difference_update((writer, up_writer))
                 up_writer.close()
@@ -79,13 +90,15 @@ class Relay:
             writer.close()
             self._handlers.discard(task)
 
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    writer.close()
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                await self.flowing.wait()
+                if writer.is_closing():
+                    break
+                writer.write(data)
+                await writer.drain()
+        writer.close()
 
 
 @pytest.fixture
@@ -147,6 +160,37 @@ async def test_activity_noted_while_the_api_server_is_unreachable_is_written_whe
 
         writer.note(notes, ["ping"])
         await eventually(lambda: status("notes").get("tools") == ["ping"])
+    finally:
+        await writer.aclose()
+
+
+async def test_a_write_the_api_server_does_not_answer_times_out_and_is_tried_again(
+    operator_harness: OperatorHarness, relay: tuple[Relay, client.ApiClient]
+) -> None:
+    h = operator_harness
+    frozen, api = relay
+    h.create(SERVERS, server("everything", runtime=REMOTE))
+    everything = Target(SERVERS, h.namespace, "everything")
+
+    def tools() -> Any:
+        return ((h.get(SERVERS, "everything") or {}).get("status") or {}).get("tools")
+
+    writer = StatusWriter(api, interval=0.05, request_timeout=(0.5, 0.5))
+    try:
+        writer.note(everything, ["echo"])
+        await eventually(lambda: tools() == ["echo"])
+        await eventually(lambda: writer.pending == 0)
+
+        frozen.freeze()
+        accepted = frozen.accepted
+        writer.note(everything, ["add", "echo"])
+        await eventually(lambda: frozen.accepted >= accepted + 2)
+        assert writer.pending == 1
+        assert tools() == ["echo"]
+
+        frozen.restore()
+        await eventually(lambda: tools() == ["add", "echo"])
+        await eventually(lambda: writer.pending == 0)
     finally:
         await writer.aclose()
 
