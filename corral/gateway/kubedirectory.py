@@ -185,6 +185,12 @@ def _key(manifest: Mapping[str, Any]) -> Key:
 
 WATCH_ERRORS: tuple[type[Exception], ...] = (*API_ERRORS, ValueError)
 """A failed call, or a watch that ended in an ERROR event: list and watch again."""
+LIST_TIMEOUT = (5.0, 60.0)
+"""Seconds to connect and to read a list's answer."""
+WATCH_GRACE = 5.0
+"""How long past its ``timeout_seconds`` a watch may stay silent before the watcher gives it
+up: the API server ends every watch at that time, so a longer silence means a connection
+that died without a word (an idle TCP drop on the way), which would otherwise hang for good."""
 
 
 class _Watcher(threading.Thread):
@@ -227,6 +233,7 @@ class _Watcher(threading.Thread):
             self._stopping.wait(self._retry_delay)
 
     def _list(self, **options: Any) -> Any:
+        options["_request_timeout"] = LIST_TIMEOUT
         if self._namespace is None:
             return self._custom.list_cluster_custom_object(GROUP, VERSION, self._plural, **options)
         return self._custom.list_namespaced_custom_object(
@@ -254,7 +261,10 @@ class _Watcher(threading.Thread):
 
     def _events(self, version: str | None) -> Iterator[dict[str, Any]]:
         assert self._watch is not None
-        options: dict[str, Any] = {"timeout_seconds": self._watch_timeout}
+        options: dict[str, Any] = {
+            "timeout_seconds": self._watch_timeout,
+            "_request_timeout": (LIST_TIMEOUT[0], self._watch_timeout + WATCH_GRACE),
+        }
         if version:
             options["resource_version"] = version
         if self._namespace is None:

@@ -1,8 +1,9 @@
 """The gateway's writes to an API server it cannot reach: the gateway talks to the real API
 server through a TCP relay the test cuts (open connections closed, new ones closed as soon as
 they are accepted) and restores. Activity noted while it was cut is written once the API server
-is back, and the writer goes on writing after it; a per-user instance that cannot be created
-answers "starting, retry later" instead of failing the call."""
+is back, and the writer goes on writing after it; a write that gets no answer times out and is
+tried again; a per-user instance that cannot be created answers "starting, retry later" instead
+of failing the call; a watch whose connection went silent is given up and listed again."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from kubernetes import client, config
 from corral.gateway.activity import StatusWriter, Target
 from corral.gateway.authn import Principal
 from corral.gateway.instances import InstanceStarting
-from corral.gateway.kubedirectory import KubernetesInstances
+from corral.gateway.kubedirectory import KubernetesDirectory, KubernetesInstances
 from tests.fixtures.operator import OperatorHarness
 from tests.gateway.test_routing_kubernetes import eventually
 from tests.gateway.test_wake_kubernetes import watching
@@ -98,6 +99,7 @@ class Relay:
                     break
                 writer.write(data)
                 await writer.drain()
+            await self.flowing.wait()  # a frozen relay does not pass on a close either
         writer.close()
 
 
@@ -220,4 +222,29 @@ async def test_an_instance_that_cannot_be_created_is_starting_not_a_failure(
         )
     finally:
         await instances.aclose()
+        await asyncio.to_thread(directory.stop)
+
+
+async def test_a_watch_whose_connection_went_silent_is_listed_again(
+    operator_harness: OperatorHarness, relay: tuple[Relay, client.ApiClient]
+) -> None:
+    h = operator_harness
+    frozen, api = relay
+    directory = KubernetesDirectory(api, namespace=h.namespace, retry_delay=0.2, watch_timeout=1)
+
+    def listed() -> set[str]:
+        return {entry.name for entry in directory.servers()}
+
+    directory.start()
+    try:
+        assert await asyncio.to_thread(directory.wait_synced, 60.0)
+        frozen.freeze()
+        accepted = frozen.accepted
+        h.create(SERVERS, server("later", runtime=REMOTE))
+        await eventually(lambda: frozen.accepted > accepted)
+        assert "later" not in listed()
+        frozen.restore()
+        await eventually(lambda: "later" in listed())
+    finally:
+        frozen.restore()
         await asyncio.to_thread(directory.stop)
