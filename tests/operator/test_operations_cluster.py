@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from e2e.cluster.launcher import Cluster
-from e2e.cluster.waiting import wait_for
+from e2e.cluster.waiting import WaitTimeoutError, wait_for
 from tests.fixtures.operator import RBAC_DIR, OperatorHarness
 from tests.operator.test_servers_cluster import SERVERS, server
 
@@ -19,6 +19,22 @@ ACCOUNT = "system:serviceaccount:corral-system:corral-operator"
 
 def ready_count(h: OperatorHarness, names: list[str]) -> int:
     return sum(1 for n in names if (h.condition(SERVERS, n, "Ready") or {}).get("status") == "True")
+
+
+def not_ready(h: OperatorHarness, names: list[str]) -> str:
+    """Each server not Ready yet: its Ready condition and its Deployment's replicas."""
+    lines = []
+    for name in names:
+        ready = h.condition(SERVERS, name, "Ready") or {}
+        if ready.get("status") == "True":
+            continue
+        deployment = h.read("Deployment", name)
+        replicas = "no Deployment"
+        if deployment is not None:
+            found = deployment.status
+            replicas = f"Deployment ready {found.ready_replicas}/{deployment.spec.replicas}"
+        lines.append(f"{name}: {ready.get('reason')} {ready.get('message')!r}; {replicas}")
+    return "\n".join(lines)
 
 
 def test_killed_mid_reconcile_converges_after_restart_without_duplicates(
@@ -38,7 +54,10 @@ def test_killed_mid_reconcile_converges_after_restart_without_duplicates(
     first.process.stop(sig=signal.SIGKILL, grace=0)
     h.start(extra=("--standalone",))
 
-    wait_for("all servers ready", lambda: ready_count(h, names) == len(names), 120)
+    try:
+        wait_for("all servers ready", lambda: ready_count(h, names) == len(names), 120)
+    except WaitTimeoutError as error:
+        raise AssertionError(f"{error}; not ready:\n{not_ready(h, names)}") from None
     deployments = h.apps.list_namespaced_deployment(h.namespace).items
     assert sorted(d.metadata.name for d in deployments) == names
     services = h.core.list_namespaced_service(h.namespace).items
