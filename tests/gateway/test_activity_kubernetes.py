@@ -103,6 +103,10 @@ class Relay:
         writer.close()
 
 
+def status_of(h: OperatorHarness, name: str) -> dict[str, Any]:
+    return (h.get(SERVERS, name) or {}).get("status") or {}
+
+
 @pytest.fixture
 async def relay(operator_harness: OperatorHarness) -> AsyncIterator[tuple[Relay, client.ApiClient]]:
     """A relay to the harness's API server and a client that goes through it."""
@@ -135,7 +139,7 @@ async def test_activity_noted_while_the_api_server_is_unreachable_is_written_whe
     notes = Target(SERVERS, h.namespace, "notes")
 
     def status(name: str) -> dict[str, Any]:
-        return (h.get(SERVERS, name) or {}).get("status") or {}
+        return status_of(h, name)
 
     writer = StatusWriter(api, interval=0.05)
     try:
@@ -175,7 +179,7 @@ async def test_a_write_the_api_server_does_not_answer_times_out_and_is_tried_aga
     everything = Target(SERVERS, h.namespace, "everything")
 
     def tools() -> Any:
-        return ((h.get(SERVERS, "everything") or {}).get("status") or {}).get("tools")
+        return status_of(h, "everything").get("tools")
 
     writer = StatusWriter(api, interval=0.05, request_timeout=(0.5, 0.5))
     try:
