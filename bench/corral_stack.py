@@ -15,9 +15,10 @@ import json
 import os
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from secrets import token_urlsafe
 from typing import Any
 
 import asyncpg
@@ -29,8 +30,9 @@ from corral.common.assertion import (
     generate_signing_key,
     mint_assertion,
     public_jwk,
+    use_of,
 )
-from corral.gateway.signing import signing_key_pem
+from corral.gateway.signing import SECRETS_PER_ASSERTION, signing_key_pem
 
 NAMESPACE = "bench"
 ISSUER = "https://bench.corral"
@@ -73,7 +75,9 @@ class Shim:
     process: subprocess.Popen[bytes]
     key: Any = field(repr=False)
 
-    def assertion(self, secret: str | None = None) -> str:
+    _uses: list[dict[str, str]] = field(default_factory=list, repr=False)
+
+    def assertion(self, secrets: Sequence[str] = ()) -> str:
         return mint_assertion(
             self.key,
             issuer=ISSUER,
@@ -81,14 +85,20 @@ class Shim:
             subject=USER,
             groups=[GROUP],
             client_id="bench",
-            secret=secret,
+            secrets=secrets,
         )
 
-    def spare(self) -> dict[str, str]:
-        """The headers of a request whose assertion was signed ahead, as the gateway sends
-        them: the assertion and the secret it commits to."""
-        secret = secrets.token_urlsafe(16)
-        return {ASSERTION_HEADER: self.assertion(secret), SECRET_HEADER: secret}
+    def next_use(self) -> dict[str, str]:
+        """The identity headers of one request as the gateway sends them: an assertion signed
+        for a run of ``SECRETS_PER_ASSERTION`` requests, and the secret of this one's use."""
+        if not self._uses:
+            batch = [token_urlsafe(16) for _ in range(SECRETS_PER_ASSERTION)]
+            token = self.assertion(batch)
+            self._uses = [
+                {ASSERTION_HEADER: token, SECRET_HEADER: use_of(index, secret)}
+                for index, secret in reversed(list(enumerate(batch)))
+            ]
+        return self._uses.pop()
 
 
 @dataclass

@@ -58,7 +58,6 @@ def test_wrk_counts_error_statuses_and_hands_out_tokens(
         seconds=1,
         target_pids={"upstream": pid},
         tokens=[{"X-Token": "one", "X-Secret": "1"}, {"X-Token": "two", "X-Secret": "2"}],
-        ahead_header="X-Next",
     )
     assert load.non2xx == load.requests > 0
     assert load.statuses == {"404": load.requests}

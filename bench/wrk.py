@@ -26,7 +26,6 @@ local body = {body}
 local base = {headers}
 local token_file = {token_file}
 local token_headers = {token_headers}
-local ahead_header = {ahead_header}
 local threads_total = {threads}
 local count = 0
 local index = 0
@@ -67,8 +66,6 @@ function request()
     for k, v in pairs(base) do headers[k] = v end
     local row = tokens[index] or {{"exhausted"}}
     for i, name in ipairs(token_headers) do headers[name] = row[i] end
-    local following = tokens[index + 1]
-    if ahead_header ~= nil and following ~= nil then headers[ahead_header] = following[1] end
   end
   return wrk.format("POST", nil, headers, body)
 end
@@ -169,13 +166,11 @@ def run_wrk(
     seconds: float,
     target_pids: Mapping[str, int],
     tokens: Sequence[Mapping[str, str]] | None = None,
-    ahead_header: str | None = None,
 ) -> Load:
     """Runs wrk for ``seconds`` against ``url``; CPU% of wrk and of the target processes, and
     each target's CPU time per request (``target_pids`` by name), which contention from other
     work on the machine does not change. With ``tokens``, each request gets the headers of the
-    next one (all with the same names), and with ``ahead_header`` also the first of those
-    headers that the thread's following request will carry."""
+    next one (all with the same names)."""
     threads = 1 if connections == 1 else 2
     with tempfile.TemporaryDirectory(prefix="corral-wrk-") as tmp:
         token_file = None
@@ -191,7 +186,6 @@ def run_wrk(
                 headers=lua_table(headers),
                 token_file=lua_string(token_file),
                 token_headers="{" + ", ".join(json.dumps(name) for name in names) + "}",
-                ahead_header=lua_string(ahead_header),
                 threads=threads,
             )
         )

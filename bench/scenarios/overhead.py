@@ -40,7 +40,6 @@ from bench.wrk import Load, run_wrk
 CONNECTIONS = (1, 16, 64)
 ROUNDS = 5
 CORRAL_PATHS = ("direct", "shim", "gateway+shim")
-NEXT_ASSERTION_HEADER = "Corral-Identity-Assertion-Next"
 
 
 @dataclass(frozen=True)
@@ -123,7 +122,6 @@ def load_once(prepared: Prepared, connections: int, seconds: float, ceiling: flo
         seconds=seconds,
         target_pids=path.pids,
         tokens=tokens,
-        ahead_header=NEXT_ASSERTION_HEADER,
     )
     print(f"  {path.name:<13} c={connections:<3} {_line(load)}", flush=True)
     return load
@@ -241,7 +239,7 @@ def run(options: Options) -> dict[str, Any]:
                     shim.url,
                     {},
                     {"shim": shim.process.pid, "upstream": upstream.pid},
-                    shim.spare,
+                    shim.next_use,
                 ),
                 Path(
                     "gateway+shim",

@@ -1,20 +1,23 @@
 """Identity assertions: the short-lived ES256 JWT the gateway mints and every shim verifies.
 
-The gateway signs one assertion per forwarded HTTP request (`mint_assertion`); the shim accepts a
-request only with a valid one (`AssertionVerifier.verify`). Only ES256 is accepted: `alg: none`,
-HMAC and every other algorithm are refused before any key is touched. Checked: signature against
-a key from the configured JWKS (several keys at once, for rotation, selected by `kid`), `iss`,
-`aud` (exactly `corral:{namespace}/{server}`), `exp`, `nbf`, `iat`, a lifetime of at most
-`max_lifetime` seconds, and a `jti` not seen before within its lifetime (single use).
+The shim accepts a request only with a valid assertion (`AssertionVerifier.verify`). Only ES256 is
+accepted: `alg: none`, HMAC and every other algorithm are refused before any key is touched.
+Checked: signature against a key from the configured JWKS (several keys at once, for rotation,
+selected by `kid`), `iss`, `aud` (exactly `corral:{namespace}/{server}`), `exp`, `nbf`, `iat`, a
+lifetime of at most `max_lifetime` seconds, and single use.
 
 Claims: `sub`, `email`, `groups`, `client_id` (the OAuth client or API key the caller used),
 plus `client_name`/`client_version` when the gateway knows them.
 
-The gateway may also send the caller's next assertion ahead of its request
-(`NEXT_ASSERTION_HEADER`); the shim checks its signature while the current request waits for
-the server (`check_ahead`), and `verify` then skips only that check for exactly that token.
-Such an assertion commits to a secret (claim `secret_sha256`) that only its own request carries
-(`SECRET_HEADER`), so one seen on its way ahead cannot be used by anyone else.
+An assertion is used once. A plain one (`mint_assertion` without `secrets`) is single use by its
+`jti`. One minted with `secrets` commits to a list of them (claim `secrets_sha256`, their SHA-256
+digests) and serves one request per secret: each request carries the same token and, in
+`SECRET_HEADER`, the index and the secret of one use (`"3.<secret>"`), accepted once. A secret
+travels only with its own request, so whoever sees the token, or a secret already used, can make
+no request of their own with it. The gateway signs such an assertion for a run of one caller's
+requests to one server, and the shim checks its signature on the first of them only
+(`MAX_VERIFIED` tokens are remembered): every claim, the time limits and the single use of each
+secret are checked on every request.
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ import binascii
 import functools
 import hashlib
 import hmac
-import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from secrets import token_urlsafe
 from typing import Any
 
 import orjson
@@ -42,11 +45,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 
 ASSERTION_HEADER = "Corral-Identity-Assertion"
 """The HTTP header that carries the assertion from the gateway to the shim."""
-NEXT_ASSERTION_HEADER = "Corral-Identity-Assertion-Next"
-"""The header that may carry, ahead of time, the assertion of the caller's next request."""
 SECRET_HEADER = "Corral-Identity-Assertion-Secret"
-"""The header with the secret an assertion's `secret_sha256` claim commits to."""
-MAX_CHECKED_AHEAD = 256
+"""The header with the use of an assertion a request makes: `<index>.<secret>`, the secret whose
+digest is at that index in the assertion's `secrets_sha256` claim."""
+MAX_SECRETS = 64
+MAX_VERIFIED = 1024
 MAX_LIFETIME_SECONDS = 60
 ALGORITHM = "ES256"
 _COORDINATE_BYTES = 32
@@ -128,10 +131,10 @@ def mint_assertion(
     lifetime: int = MAX_LIFETIME_SECONDS,
     kid: str | None = None,
     now: float | None = None,
-    secret: str | None = None,
+    secrets: Sequence[str] = (),
 ) -> str:
-    """Sign an assertion (ES256) for one forwarded request; with `secret`, the assertion is
-    accepted only from a request that also carries that secret (`SECRET_HEADER`)."""
+    """Sign an assertion (ES256): for one request, or with `secrets` for one request per secret,
+    each carrying its own (`SECRET_HEADER`, `use_of`)."""
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {
         "iss": issuer,
@@ -140,7 +143,7 @@ def mint_assertion(
         "iat": issued,
         "nbf": issued,
         "exp": issued + lifetime,
-        "jti": secrets.token_urlsafe(16),
+        "jti": token_urlsafe(16),
         "groups": sorted(groups),
     }
     optional = {
@@ -150,8 +153,10 @@ def mint_assertion(
         "client_version": client_version,
     }
     claims.update({key: value for key, value in optional.items() if value is not None})
-    if secret is not None:
-        claims["secret_sha256"] = secret_digest(secret)
+    if len(secrets) > MAX_SECRETS:
+        raise ValueError(f"an assertion commits to at most {MAX_SECRETS} secrets")
+    if secrets:
+        claims["secrets_sha256"] = [secret_digest(secret) for secret in secrets]
     header = _header_segment(kid or public_jwk(signing_key)["kid"])
     signing_input = f"{header}.{_b64url(orjson.dumps(claims))}"
     der = signing_key.sign(signing_input.encode(), _ES256)
@@ -161,8 +166,13 @@ def mint_assertion(
 
 
 def secret_digest(secret: str) -> str:
-    """What an assertion's `secret_sha256` claim holds for a secret."""
+    """What an assertion's `secrets_sha256` claim holds for a secret."""
     return _b64url(hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest())
+
+
+def use_of(index: int, secret: str) -> str:
+    """The `SECRET_HEADER` value of the request that makes use `index` of an assertion."""
+    return f"{index}.{secret}"
 
 
 @functools.lru_cache(maxsize=64)
@@ -233,40 +243,37 @@ class AssertionVerifier:
         self._clock = clock
         self._header_keys: dict[str, ec.EllipticCurvePublicKey] = {}
         self._used = UsedIds() if used is None else used
-        self._ahead: dict[str, dict[str, Any]] = {}
+        self._verified: dict[str, dict[str, Any]] = {}
 
     def verify(self, token: str | None, secret: str | None = None) -> Identity:
         """The identity in a valid assertion; `InvalidAssertionError` saying why otherwise.
         `secret` is what the request carries in `SECRET_HEADER`."""
         if not token:
             raise InvalidAssertionError("missing identity assertion")
-        claims = self._ahead.pop(token, None)
+        claims = self._verified.get(token)
         if claims is None:
             parts, key = self._parts(token)
             self._check_signature(key, parts)
             claims = self._json(parts[1], "claims")
-        self._check_claims(claims, secret)
+            self._check_claims(claims, secret)
+            if "secrets_sha256" in claims:
+                self._remember(token, claims)
+        else:
+            self._check_claims(claims, secret)
         return self._identity(claims)
 
-    def check_ahead(self, token: str, subject: str) -> None:
-        """Check the signature of `subject`'s next assertion before its request comes, so that
-        a request presenting exactly this token skips that check; every claim, its time limits
-        and its single use are still checked by `verify` when it is presented. Holds at most
-        ``MAX_CHECKED_AHEAD`` (the oldest goes first); `InvalidAssertionError` when the token
-        is malformed, names another subject or does not verify."""
-        if token in self._ahead:
-            return
-        parts, key = self._parts(token)
-        claims = self._json(parts[1], "claims")
-        if claims.get("sub") != subject:
-            raise InvalidAssertionError("next assertion names another subject")
-        jti = claims.get("jti")
-        if isinstance(jti, str) and jti in self._used:
-            return
-        self._check_signature(key, parts)
-        if len(self._ahead) >= MAX_CHECKED_AHEAD:
-            del self._ahead[next(iter(self._ahead))]
-        self._ahead[token] = claims
+    def _remember(self, token: str, claims: dict[str, Any]) -> None:
+        """Keep the claims of an assertion for more than one request, so that its signature is
+        checked once; at most ``MAX_VERIFIED`` (the oldest goes first)."""
+        verified = self._verified
+        if len(verified) >= MAX_VERIFIED:
+            del verified[next(iter(verified))]
+        verified[token] = claims
+
+    @property
+    def remembered(self) -> int:
+        """How many assertions with secrets are remembered as verified."""
+        return len(self._verified)
 
     def _parts(self, token: str) -> tuple[list[str], ec.EllipticCurvePublicKey]:
         """A token's three segments and the key its header names."""
@@ -274,11 +281,6 @@ class AssertionVerifier:
         if len(parts) != 3:
             raise InvalidAssertionError("malformed assertion: expected three segments")
         return parts, self._header_keys.get(parts[0]) or self._key_for(parts[0])
-
-    @property
-    def checked_ahead(self) -> int:
-        """How many assertions checked ahead wait for their request."""
-        return len(self._ahead)
 
     def _key_for(self, segment: str) -> ec.EllipticCurvePublicKey:
         """The key a header names, once its algorithm is checked; remembered per header text
@@ -347,20 +349,17 @@ class AssertionVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise InvalidAssertionError("assertion has no subject")
-        committed = claims.get("secret_sha256")
-        if committed is not None and (
-            secret is None
-            or not isinstance(committed, str)
-            or not hmac.compare_digest(
-                secret_digest(secret).encode(), committed.encode("utf-8", "surrogateescape")
-            )
-        ):
-            raise InvalidAssertionError("assertion presented without the secret it commits to")
-        self._check_jti(claims.get("jti"), int(exp), now)
-
-    def _check_jti(self, jti: Any, exp: int, now: int) -> None:
+        jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
             raise InvalidAssertionError("assertion has no jti")
+        if "secret_sha256" in claims:
+            raise InvalidAssertionError(
+                "assertion commits to a secret in a form this shim does not take (secret_sha256): "
+                "gateway and shim versions differ"
+            )
+        committed = claims.get("secrets_sha256")
+        if committed is not None:
+            jti = f"{jti}.{_secret_index(committed, secret)}"
         self._used.use(jti, exp + self._leeway, now)
 
     @staticmethod
@@ -381,3 +380,25 @@ class AssertionVerifier:
             expires_at=int(claims["exp"]),
             claims=claims,
         )
+
+
+def _secret_index(committed: Any, use: str | None) -> int:
+    """The index of the secret a request presents (`SECRET_HEADER`), once it matches the digest
+    the assertion holds there; `InvalidAssertionError` otherwise."""
+    if not isinstance(committed, list) or not committed or len(committed) > MAX_SECRETS:
+        raise InvalidAssertionError("assertion secrets_sha256 must be a list of digests")
+    if use is None:
+        raise InvalidAssertionError("assertion presented without a secret it commits to")
+    index_text, dot, secret = use.partition(".")
+    well_formed = dot and secret and len(index_text) <= 2 and index_text.isascii()
+    if not (well_formed and index_text.isdigit()):
+        raise InvalidAssertionError("malformed assertion secret: expected <index>.<secret>")
+    index = int(index_text)
+    if index >= len(committed):
+        raise InvalidAssertionError("assertion secret index out of range")
+    digest = committed[index]
+    if not isinstance(digest, str) or not hmac.compare_digest(
+        secret_digest(secret).encode(), digest.encode("utf-8", "surrogateescape")
+    ):
+        raise InvalidAssertionError("assertion presented without a secret it commits to")
+    return index

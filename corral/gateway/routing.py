@@ -37,7 +37,7 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from corral.common.assertion import ASSERTION_HEADER, NEXT_ASSERTION_HEADER, SECRET_HEADER
+from corral.common.assertion import ASSERTION_HEADER, SECRET_HEADER
 from corral.common.httpclient import ClientFailure, PoolSet, Response
 from corral.common.httpserver import LeanServer, Reply, Request, StreamReply, close_chunks
 from corral.gateway.activity import MAX_CAPTURE_BYTES, tool_names, tools_list_id
@@ -392,10 +392,7 @@ def _upstream_headers(
             headers[name] = value
     minted = router.signer.mint(principal, server.audience)
     headers[ASSERTION_HEADER] = minted.assertion
-    if minted.secret is not None:
-        headers[SECRET_HEADER] = minted.secret
-    if minted.ahead is not None:
-        headers[NEXT_ASSERTION_HEADER] = minted.ahead
+    headers[SECRET_HEADER] = minted.secret
     headers[REQUEST_ID_HEADER] = call.request_id
     headers["Accept-Encoding"] = "identity"
     if upstream_session is not None:

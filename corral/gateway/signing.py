@@ -4,44 +4,40 @@ Rule: keys are parsed once at start; a request only signs (``mint``). The JWKS l
 public half so shims keep verifying assertions signed by the previous key during a rotation:
 publish the new key second, let shims pick it up, then move it first.
 
-Every request gets its own assertion (its own ``jti``, used once). Signing one takes about a
-tenth of the gateway's work per call, so it is done ahead where it can be: while a request waits
-for its shim's answer, ``prepare`` signs spares (two) for each caller and audience seen since,
-and the caller's next request takes the oldest (``mint``) instead of signing on its critical
-path. A spare is handed out once, only to a request of the same caller (user, email, groups,
-client) for the same server, and only while it is at most ``SPARE_MAX_AGE`` seconds old;
-otherwise ``mint`` signs one there and then. The request also carries the caller's following
-spare, once (``Minted.ahead``), so that its shim can check that signature while it waits for
-its server instead of when the next request comes. A spare commits to a secret of its own that
-travels only with the request it is minted for (``Minted.secret``): a spare seen on its way
-ahead is of no use to anyone else.
+Every request makes its own, single use of an assertion. Signing one takes about a tenth of the
+gateway's work per call, so one signature serves a run of requests: an assertion for one caller
+(user, email, groups, client) and one server commits to ``SECRETS_PER_ASSERTION`` secrets, and
+each of that caller's requests to that server takes the next one (``Minted.secret``, sent in its
+own request only), while the assertion is at most ``max_age`` seconds old. The shim accepts each
+secret once and checks the signature once per assertion. While a request waits for its shim's
+answer, ``prepare`` signs the next assertion for each caller whose current one is running out or
+getting old, so a run of requests rarely waits for a signature.
 """
 
 from __future__ import annotations
 
-import secrets
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from secrets import token_urlsafe
 from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from corral.common.assertion import MAX_LIFETIME_SECONDS, mint_assertion, public_jwk
+from corral.common.assertion import MAX_LIFETIME_SECONDS, mint_assertion, public_jwk, use_of
 from corral.gateway.authn import Principal
 
-SPARE_MAX_AGE = 5.0
-MAX_SPARES = 1024
-SPARES_PER_CALLER = 2
-PREPARED_PER_WAIT = 8
+SECRETS_PER_ASSERTION = 16
+MAX_AGE = 20.0
+MAX_CALLERS = 1024
+PREPARED_PER_WAIT = 4
 
-_SpareKey = tuple[str, str | None, tuple[str, ...], str, str]
+_CallerKey = tuple[str, str | None, tuple[str, ...], str, str]
 
 
-def _spare_key(principal: Principal, audience: str) -> _SpareKey:
-    """Everything an assertion says about its caller and target, so a spare fits exactly."""
+def _caller_key(principal: Principal, audience: str) -> _CallerKey:
+    """Everything an assertion says about its caller and target, so an assertion fits exactly."""
     return (principal.user, principal.email, principal.groups, principal.client_id, audience)
 
 
@@ -63,20 +59,23 @@ def signing_key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 class Minted(NamedTuple):
-    """A request's assertion with the secret it commits to (spares only), and the caller's
-    next assertion when it is to be sent ahead."""
+    """What a request carries: an assertion and, in ``SECRET_HEADER``, the use it makes of it."""
 
     assertion: str
-    secret: str | None
-    ahead: str | None
+    secret: str
 
 
 @dataclass(slots=True)
-class _Spare:
+class _Signed:
+    """One assertion with its secrets, and how many of them have been handed out."""
+
     signed_at: float
     token: str
-    secret: str
-    announced: bool = False
+    secrets: list[str]
+    taken: int = 0
+
+    def usable(self, oldest: float) -> bool:
+        return self.taken < len(self.secrets) and self.signed_at >= oldest
 
 
 class AssertionSigner:
@@ -99,61 +98,64 @@ class AssertionSigner:
         self._kid = self._jwks[0]["kid"]
         self.issuer = issuer
         self._lifetime = lifetime
+        self.max_age = min(MAX_AGE, lifetime / 3)
         self._clock = clock
-        self._spares: dict[_SpareKey, deque[_Spare]] = {}
-        self._wanted: dict[_SpareKey, tuple[Principal, str]] = {}
-        self.spares_used = 0
+        self._current: dict[_CallerKey, _Signed] = {}
+        self._next: dict[_CallerKey, _Signed] = {}
+        self._wanted: dict[_CallerKey, tuple[Principal, str]] = {}
+        self.signed = 0
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [dict(jwk) for jwk in self._jwks]}
 
     def mint(self, principal: Principal, audience: str) -> Minted:
-        """A new assertion for one request: this caller's oldest spare when it is young
-        enough, otherwise one signed now; and the caller's next spare, once, to send ahead.
-        Either way spares are wanted for the caller's next requests."""
-        key = _spare_key(principal, audience)
-        if key in self._wanted or len(self._wanted) < MAX_SPARES:
-            self._wanted[key] = (principal, audience)
-        queue = self._spares.get(key)
-        if queue:
-            oldest = self._clock() - SPARE_MAX_AGE
-            while queue and queue[0].signed_at < oldest:
-                queue.popleft()
-        if not queue:
-            return Minted(self._sign(principal, audience), None, None)
-        self.spares_used += 1
-        spare = queue.popleft()
-        if not queue or queue[0].announced:
-            return Minted(spare.token, spare.secret, None)
-        queue[0].announced = True
-        return Minted(spare.token, spare.secret, queue[0].token)
+        """The assertion and the secret for one request of this caller to this server: the next
+        secret of the caller's current assertion, or of one signed now when it has none left or
+        is older than ``max_age``."""
+        key = _caller_key(principal, audience)
+        now = self._clock()
+        signed = self._current.get(key)
+        if signed is None or not signed.usable(now - self.max_age):
+            signed = self._next.pop(key, None)
+            if signed is None or not signed.usable(now - self.max_age):
+                signed = self._sign(principal, audience)
+            self._hold(self._current, key, signed)
+        index = signed.taken
+        signed.taken += 1
+        running_out = signed.taken * 4 >= len(signed.secrets) * 3
+        getting_old = signed.signed_at < now - self.max_age / 2
+        wanted = self._wanted
+        if (running_out or getting_old) and key not in self._next and len(wanted) < MAX_CALLERS:
+            wanted[key] = (principal, audience)
+        return Minted(signed.token, use_of(index, signed.secrets[index]))
 
     def prepare(self) -> None:
-        """Sign spares for the callers seen since the last call, up to ``SPARES_PER_CALLER``
-        each and ``PREPARED_PER_WAIT`` in all; meant for the time a request waits for its
-        answer. Spares are held for at most ``MAX_SPARES`` callers (the oldest goes first)."""
+        """Sign the next assertion of the callers whose current one is running out or getting
+        old, ``PREPARED_PER_WAIT`` at most; meant for the time a request waits for its answer."""
         budget = PREPARED_PER_WAIT
-        spares = self._spares
         while budget and self._wanted:
             key, (principal, audience) = self._wanted.popitem()
-            queue = spares.get(key)
-            if queue is None:
-                if len(spares) >= MAX_SPARES:
-                    del spares[next(iter(spares))]
-                queue = spares[key] = deque()
-            while budget and len(queue) < SPARES_PER_CALLER:
-                secret = secrets.token_urlsafe(16)
-                token = self._sign(principal, audience, secret)
-                queue.append(_Spare(self._clock(), token, secret))
+            if key not in self._next:
+                self._hold(self._next, key, self._sign(principal, audience))
                 budget -= 1
 
     @property
-    def spares(self) -> int:
-        """How many spare assertions are held now."""
-        return sum(len(queue) for queue in self._spares.values())
+    def held(self) -> int:
+        """How many assertions are held for callers now (current and next)."""
+        return len(self._current) + len(self._next)
 
-    def _sign(self, principal: Principal, audience: str, secret: str | None = None) -> str:
-        return mint_assertion(
+    @staticmethod
+    def _hold(held: dict[_CallerKey, _Signed], key: _CallerKey, signed: _Signed) -> None:
+        """Keep an assertion for a caller, for ``MAX_CALLERS`` callers at most (the one that went
+        longest without a new assertion goes first)."""
+        held.pop(key, None)
+        if len(held) >= MAX_CALLERS:
+            del held[next(iter(held))]
+        held[key] = signed
+
+    def _sign(self, principal: Principal, audience: str) -> _Signed:
+        secrets = [token_urlsafe(16) for _ in range(SECRETS_PER_ASSERTION)]
+        token = mint_assertion(
             self._key,
             issuer=self.issuer,
             audience=audience,
@@ -163,5 +165,7 @@ class AssertionSigner:
             client_id=principal.client_id or None,
             lifetime=self._lifetime,
             kid=self._kid,
-            secret=secret,
+            secrets=secrets,
         )
+        self.signed += 1
+        return _Signed(self._clock(), token, secrets)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from corral.common.assertion import (
     ASSERTION_HEADER,
-    NEXT_ASSERTION_HEADER,
     SECRET_HEADER,
     Identity,
     InvalidAssertionError,
@@ -390,7 +389,7 @@ async def _relay(
             headers.items(),
             body,
             wait_limit=None if method == "GET" else runtime.config.upstream.timeout_seconds,
-            while_waiting=_while_waiting(request, exchange),
+            while_waiting=exchange.state.backlog.run,
         )
     except ClientFailure as exc:
         log.warning("upstream %s unreachable: %s", runtime.config.upstream.url, exc)
@@ -419,26 +418,6 @@ async def _relay(
     finally:
         if not streaming:
             upstream.release()
-
-
-def _while_waiting(request: Request, exchange: Exchange) -> Callable[[], None]:
-    """Work for the time the server takes to answer: the audit backlog, and the signature of
-    the caller's next assertion when the gateway sent it ahead."""
-    backlog = exchange.state.backlog.run
-    ahead = request.headers.get(NEXT_ASSERTION_HEADER)
-    if ahead is None:
-        return backlog
-    verifier = exchange.runtime.verifier
-    subject = exchange.identity.subject
-
-    def work() -> None:
-        try:
-            verifier.check_ahead(ahead, subject)
-        except InvalidAssertionError as exc:
-            log.warning("next assertion sent ahead refused: %s", exc)
-        backlog()
-
-    return work
 
 
 async def _relay_whole(exchange: Exchange, upstream: Response) -> Reply:

@@ -1,6 +1,7 @@
-"""Assertions signed ahead (corral.gateway.signing): a spare is one request's own assertion, for
-that caller and server only, handed out once and only while it is young, sent ahead once, and
-accepted only with the secret its own request carries."""
+"""Assertions for a run of requests (corral.gateway.signing): one signature serves one caller's
+requests to one server, each request with a secret of its own that the shim accepts once; an
+assertion never serves another caller or server, nor once it is used up or too old, and the
+next one is signed while a request waits."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from corral.common.assertion import (
 )
 from corral.gateway.authn import Principal
 from corral.gateway.signing import (
-    MAX_SPARES,
+    MAX_CALLERS,
     PREPARED_PER_WAIT,
-    SPARE_MAX_AGE,
-    SPARES_PER_CALLER,
+    SECRETS_PER_ASSERTION,
     AssertionSigner,
+    Minted,
 )
 
 ISSUER = "https://corral.test"
@@ -50,58 +51,53 @@ def verifier(signer: AssertionSigner, audience: str = AUDIENCE) -> AssertionVeri
     return AssertionVerifier(signer.jwks()["keys"], issuer=ISSUER, audience=audience)
 
 
-def test_the_next_request_takes_the_spare_signed_while_the_last_one_waited(
+def test_one_signature_serves_a_run_of_requests_each_with_its_own_use(
     signer: AssertionSigner,
 ) -> None:
-    first = signer.mint(ALICE, AUDIENCE)
-    assert (first.secret, first.ahead) == (None, None)
-    assert signer.spares == 0
-    signer.prepare()
-    assert signer.spares == SPARES_PER_CALLER == 2
-    second = signer.mint(ALICE, AUDIENCE)
-    assert signer.spares_used == 1
-    assert signer.spares == 1
-    third = signer.mint(ALICE, AUDIENCE)  # takes the spare sent ahead with the second
-    assert third.assertion == second.ahead
-    assert third.ahead is None
+    minted = [signer.mint(ALICE, AUDIENCE) for _ in range(SECRETS_PER_ASSERTION)]
+    assert signer.signed == 1
+    assert len({m.assertion for m in minted}) == 1
+    assert len({m.secret for m in minted}) == SECRETS_PER_ASSERTION
     check = verifier(signer)
-    identities = [
-        check.verify(minted.assertion, minted.secret) for minted in (first, second, third)
-    ]
-    assert [i.subject for i in identities] == ["alice"] * 3
-    assert identities[1].groups == ("dev",)
-    assert identities[1].email == "alice@example.com"
-    assert identities[1].client_id == "cli"
-    assert len({i.jti for i in identities}) == 3
+    identities = [check.verify(m.assertion, m.secret) for m in reversed(minted)]  # any order
+    assert {i.subject for i in identities} == {"alice"}
+    assert identities[0].groups == ("dev",)
+    assert identities[0].email == "alice@example.com"
+    assert identities[0].client_id == "cli"
+    assert check.remembered == 1
+    for m in minted:
+        with pytest.raises(InvalidAssertionError, match="replayed"):
+            check.verify(m.assertion, m.secret)
 
 
-def test_a_spare_is_accepted_only_with_the_secret_its_own_request_carries(
-    signer: AssertionSigner,
-) -> None:
-    signer.mint(ALICE, AUDIENCE)
-    signer.prepare()
-    current = signer.mint(ALICE, AUDIENCE)
-    assert current.secret is not None
-    assert current.ahead is not None
+def test_a_used_up_assertion_is_followed_by_a_new_one(signer: AssertionSigner) -> None:
+    minted = [signer.mint(ALICE, AUDIENCE) for _ in range(SECRETS_PER_ASSERTION + 1)]
+    assert signer.signed == 2
+    assert minted[-1].assertion != minted[0].assertion
+    check = verifier(signer)
+    assert [check.verify(m.assertion, m.secret).subject for m in minted] == ["alice"] * len(minted)
+
+
+def test_the_next_assertion_is_signed_while_a_request_waits(signer: AssertionSigner) -> None:
+    minted = [signer.mint(ALICE, AUDIENCE) for _ in range(SECRETS_PER_ASSERTION)]
+    assert signer.signed == 1
+    signer.prepare()  # the current one is running out
+    assert signer.signed == 2
     following = signer.mint(ALICE, AUDIENCE)
-    assert following.secret is not None
-    assert following.secret != current.secret
-    check = verifier(signer)
-    for secret in (None, current.secret, following.secret + "x"):
-        with pytest.raises(InvalidAssertionError, match="without the secret"):
-            check.verify(current.ahead, secret)
-    assert check.verify(following.assertion, following.secret).subject == "alice"
+    assert signer.signed == 2  # taken, not signed on the request's path
+    assert following.assertion != minted[0].assertion
+    assert verifier(signer).verify(following.assertion, following.secret).subject == "alice"
 
 
-def test_a_spare_is_handed_out_and_sent_ahead_once(signer: AssertionSigner) -> None:
-    signer.mint(ALICE, AUDIENCE)
-    signer.prepare()
-    minted = [signer.mint(ALICE, AUDIENCE) for _ in range(4)]
-    assert signer.spares_used == SPARES_PER_CALLER
-    assert len({m.assertion for m in minted}) == 4
-    assert [m.ahead is not None for m in minted] == [True, False, False, False]
+def test_a_use_is_accepted_only_with_its_own_secret(signer: AssertionSigner) -> None:
+    first, second = signer.mint(ALICE, AUDIENCE), signer.mint(ALICE, AUDIENCE)
+    index, _, secret = first.secret.partition(".")
+    other_secret = second.secret.partition(".")[2]
     check = verifier(signer)
-    assert len({check.verify(m.assertion, m.secret).jti for m in minted}) == 4
+    for stolen in (None, "", secret, f"{index}.{other_secret}", f"{index}.{secret}x"):
+        with pytest.raises(InvalidAssertionError, match="secret"):
+            check.verify(first.assertion, stolen)
+    assert check.verify(first.assertion, first.secret).subject == "alice"
 
 
 @pytest.mark.parametrize(
@@ -114,52 +110,60 @@ def test_a_spare_is_handed_out_and_sent_ahead_once(signer: AssertionSigner) -> N
     ],
     ids=["another-user", "other-groups", "another-client", "another-server"],
 )
-def test_a_spare_never_serves_another_caller_or_server(
+def test_an_assertion_never_serves_another_caller_or_server(
     signer: AssertionSigner, caller: Principal, audience: str | None
 ) -> None:
-    signer.mint(ALICE, AUDIENCE)
-    signer.prepare()
+    alices = signer.mint(ALICE, AUDIENCE)
     target = audience or AUDIENCE
     minted = signer.mint(caller, target)
-    assert signer.spares_used == 0
-    assert (minted.secret, minted.ahead) == (None, None)
-    identity = verifier(signer, target).verify(minted.assertion)
+    assert signer.signed == 2
+    assert minted.assertion != alices.assertion
+    identity = verifier(signer, target).verify(minted.assertion, minted.secret)
     assert identity.subject == caller.user
     assert identity.groups == caller.groups
-    assert signer.spares == SPARES_PER_CALLER  # alice's spares for the first server stay hers
+    assert signer.mint(ALICE, AUDIENCE).assertion == alices.assertion  # alice's stays hers
 
 
-def test_spares_older_than_the_limit_are_dropped_for_a_fresh_one(
+def test_an_assertion_older_than_the_limit_is_replaced(
     signer: AssertionSigner, clock: Clock
 ) -> None:
+    first = signer.mint(ALICE, AUDIENCE)
+    clock.now += signer.max_age / 2 + 0.5
     signer.mint(ALICE, AUDIENCE)
+    signer.prepare()  # getting old: the next one is signed ahead
+    assert signer.signed == 2
+    clock.now += signer.max_age + 1
     signer.prepare()
-    clock.now += SPARE_MAX_AGE + 0.5
     issued = time.time()
     minted = signer.mint(ALICE, AUDIENCE)
-    assert signer.spares_used == 0
-    assert signer.spares == 0
-    assert (minted.secret, minted.ahead) == (None, None)
-    claims = verifier(signer).verify(minted.assertion).claims
+    assert minted.assertion != first.assertion
+    assert signer.signed == 3  # the one signed ahead had grown too old as well
+    claims = verifier(signer).verify(minted.assertion, minted.secret).claims
     assert claims["iat"] >= int(issued)
 
 
-def test_spares_are_signed_a_few_per_wait_and_held_in_bounded_number(
+def test_assertions_are_signed_a_few_per_wait_and_held_in_bounded_number(
     signer: AssertionSigner,
 ) -> None:
     callers = [Principal(user=f"user{n}") for n in range(PREPARED_PER_WAIT + 3)]
     for caller in callers:
-        signer.mint(caller, AUDIENCE)
-    held = [signer.spares]
+        for _ in range(SECRETS_PER_ASSERTION):
+            signer.mint(caller, AUDIENCE)
+    signed = [signer.signed]
     for _ in range(4):
         signer.prepare()
-        held.append(signer.spares)
-    assert all(0 <= b - a <= PREPARED_PER_WAIT for a, b in itertools.pairwise(held))
-    assert held[-1] == held[-2] == SPARES_PER_CALLER * len(callers)
+        signed.append(signer.signed)
+    assert all(0 <= b - a <= PREPARED_PER_WAIT for a, b in itertools.pairwise(signed))
+    assert signed[-1] == signed[-2] == 2 * len(callers)
+    assert signer.held == 2 * len(callers)
 
-    many = [Principal(user=f"many{n}") for n in range(MAX_SPARES + 10)]
+    many = [Principal(user=f"many{n}") for n in range(MAX_CALLERS + 10)]
     for caller in many:
         signer.mint(caller, AUDIENCE)
-    for _ in range(SPARES_PER_CALLER * MAX_SPARES // PREPARED_PER_WAIT + 4):
-        signer.prepare()
-    assert signer.spares == SPARES_PER_CALLER * MAX_SPARES
+    assert signer.held <= 2 * MAX_CALLERS
+
+
+def test_minted_uses_name_their_index() -> None:
+    signer = AssertionSigner([generate_signing_key()], issuer=ISSUER)
+    uses: list[Minted] = [signer.mint(ALICE, AUDIENCE) for _ in range(3)]
+    assert [m.secret.partition(".")[0] for m in uses] == ["0", "1", "2"]

@@ -9,14 +9,19 @@ import time
 
 import orjson
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from corral.common.assertion import (
-    MAX_CHECKED_AHEAD,
+    MAX_SECRETS,
+    MAX_VERIFIED,
     AssertionVerifier,
     InvalidAssertionError,
     generate_signing_key,
     mint_assertion,
     public_jwk,
+    use_of,
 )
 
 ISSUER = "https://gateway.example"
@@ -133,76 +138,108 @@ def refuse_signatures(*_: object) -> None:
     raise InvalidAssertionError("the signature was checked again")
 
 
-def test_an_assertion_checked_ahead_skips_only_the_signature_and_only_once(
+def resign(signing_input: str) -> bytes:
+    """An ES256 signature by the trusted key over claims the test wrote."""
+    r, s = decode_dss_signature(KEY.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def with_secrets(count: int = 4, **overrides: object) -> tuple[str, list[str]]:
+    """An assertion for ``count`` requests, and the `SECRET_HEADER` value of each."""
+    batch = [f"secret-{n}" for n in range(count)]
+    return mint(secrets=batch, **overrides), [use_of(n, s) for n, s in enumerate(batch)]
+
+
+def test_an_assertion_with_secrets_is_checked_in_full_once_then_each_use_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     check = verifier()
-    token = mint()
-    check.check_ahead(token, "alice")
-    check.check_ahead(token, "alice")
-    assert check.checked_ahead == 1
+    token, uses = with_secrets()
+    assert check.verify(token, uses[2]).subject == "alice"
+    assert check.remembered == 1
     monkeypatch.setattr(AssertionVerifier, "_check_signature", staticmethod(refuse_signatures))
-    assert check.verify(token).subject == "alice"
-    assert check.checked_ahead == 0
+    assert [check.verify(token, use).subject for use in (uses[0], uses[3], uses[1])] == [
+        "alice"
+    ] * 3
+    for use in uses:
+        with pytest.raises(InvalidAssertionError, match="replayed"):
+            check.verify(token, use)
+    tampered = token[:-6] + "AAAAAA"  # not the token remembered: checked in full
     with pytest.raises(InvalidAssertionError, match="checked again"):
-        check.verify(token)
-    monkeypatch.undo()
-    with pytest.raises(InvalidAssertionError, match="replayed"):
-        check.verify(token)
+        check.verify(tampered, uses[0])
 
 
-def test_the_claims_of_an_assertion_checked_ahead_are_checked_when_it_is_presented() -> None:
+@pytest.mark.parametrize(
+    "use",
+    [
+        None,
+        "",
+        "secret-0",
+        "0.secret-1",
+        "0.secret-0x",
+        "4.secret-4",
+        "99.secret-0",
+        "-1.secret-0",
+        "\u0660.secret-0",
+        "0.",
+        ".secret-0",
+        "0.not utf-8 \udcff",
+    ],
+)
+def test_a_use_without_its_own_secret_is_refused(use: str | None) -> None:
+    check = verifier()
+    token, uses = with_secrets()
+    with pytest.raises(InvalidAssertionError, match="secret"):
+        check.verify(token, use)
+    assert check.verify(token, uses[0]).subject == "alice"  # nothing was used up
+
+
+def test_the_claims_of_a_remembered_assertion_are_checked_on_every_use() -> None:
     now = [time.time()]
     check = AssertionVerifier(
         [public_jwk(KEY)], issuer=ISSUER, audience=AUDIENCE, clock=lambda: now[0]
     )
-    late = mint(lifetime=10, now=now[0])
-    elsewhere = mint(audience="corral:team/other")
-    committed = mint(secret="its-own-secret")
-    for token in (late, elsewhere, committed):
-        check.check_ahead(token, "alice")
-    assert check.checked_ahead == 3
-    with pytest.raises(InvalidAssertionError, match="audience"):
-        check.verify(elsewhere)
-    for secret in (None, "another-secret", "not utf-8 \udcff", "\u00e9"):
-        with pytest.raises(InvalidAssertionError, match="without the secret"):
-            check.verify(committed, secret)
-    assert check.verify(committed, "its-own-secret").subject == "alice"
+    token, uses = with_secrets(lifetime=10, now=now[0])
+    check.verify(token, uses[0])
     now[0] += 60
     with pytest.raises(InvalidAssertionError, match="expired"):
-        check.verify(late)
+        check.verify(token, uses[1])
+    elsewhere, other_uses = with_secrets(audience="corral:team/other")
+    with pytest.raises(InvalidAssertionError, match="audience"):
+        verifier().verify(elsewhere, other_uses[0])
 
 
 @pytest.mark.parametrize(
-    ("token_factory", "reason"),
-    [
-        (lambda: mint()[:-6] + "AAAAAA", "does not verify"),
-        (lambda: mint(key=OTHER), "unknown key"),
-        (lambda: mint(subject="mallory"), "another subject"),
-        (lambda: unsigned({"alg": "none"}, claims_of(mint()), b""), "only ES256"),
-        (lambda: "not.a-token", "three segments"),
-    ],
-    ids=["bad-signature", "unknown-key", "another-subject", "alg-none", "malformed"],
+    "digests",
+    [[], "one", [1, 2], ["x"] * (MAX_SECRETS + 1)],
+    ids=["empty", "not-a-list", "not-strings", "too-many"],
 )
-def test_check_ahead_keeps_nothing_that_fails(token_factory: object, reason: str) -> None:
-    check = verifier()
-    token = token_factory()  # type: ignore[operator]
-    with pytest.raises(InvalidAssertionError, match=reason):
-        check.check_ahead(token, "alice")
-    assert check.checked_ahead == 0
+def test_a_malformed_list_of_secrets_is_refused(digests: object) -> None:
+    token = mint()
+    claims = {**claims_of(token), "secrets_sha256": digests}
+    header = orjson.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    signing_input = f"{b64(orjson.dumps(header))}.{b64(orjson.dumps(claims))}"
+    signature = resign(signing_input)
+    with pytest.raises(InvalidAssertionError, match="secret"):
+        verifier().verify(f"{signing_input}.{b64(signature)}", "0.secret-0")
 
 
-def test_check_ahead_holds_a_bounded_number_and_skips_used_assertions() -> None:
+def test_a_single_secret_commitment_of_an_older_gateway_is_refused() -> None:
+    token = mint()
+    claims = {**claims_of(token), "secret_sha256": "x"}
+    header = orjson.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    signing_input = f"{b64(orjson.dumps(header))}.{b64(orjson.dumps(claims))}"
+    with pytest.raises(InvalidAssertionError, match="versions differ"):
+        verifier().verify(f"{signing_input}.{b64(resign(signing_input))}", "x")
+
+
+def test_remembered_assertions_are_bounded() -> None:
     check = verifier()
-    used = mint()
-    check.verify(used)
-    check.check_ahead(used, "alice")
-    assert check.checked_ahead == 0
-    tokens = [mint() for _ in range(MAX_CHECKED_AHEAD + 3)]
-    for token in tokens:
-        check.check_ahead(token, "alice")
-    assert check.checked_ahead == MAX_CHECKED_AHEAD
-    assert check.verify(tokens[0]).subject == "alice"  # dropped first: checked in full now
-    assert check.checked_ahead == MAX_CHECKED_AHEAD
-    assert check.verify(tokens[-1]).subject == "alice"
-    assert check.checked_ahead == MAX_CHECKED_AHEAD - 1
+    batches = [with_secrets(2) for _ in range(MAX_VERIFIED + 3)]
+    for token, uses in batches:
+        check.verify(token, uses[0])
+    assert check.remembered == MAX_VERIFIED
+    token, uses = batches[0]  # forgotten first: checked in full again, its use still once
+    assert check.verify(token, uses[1]).subject == "alice"
+    with pytest.raises(InvalidAssertionError, match="replayed"):
+        check.verify(token, uses[0])

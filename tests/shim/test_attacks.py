@@ -14,7 +14,6 @@ from aiohttp import web
 
 from corral.common.assertion import (
     ASSERTION_HEADER,
-    NEXT_ASSERTION_HEADER,
     SECRET_HEADER,
     generate_signing_key,
     mint_assertion,
@@ -137,37 +136,46 @@ async def test_an_assertion_used_before_a_reload_is_refused_after_it(
     assert len(echoes) == 1
 
 
-async def test_an_assertion_seen_on_its_way_ahead_is_useless_without_its_secret(
+async def test_an_assertion_for_a_run_of_requests_is_useless_without_each_use_secret(
     shim_factory: ShimFactory, recording_upstream: RecordingUpstream
 ) -> None:
     shim = shim_factory(recording_upstream.url)
-    ahead = shim.assertion(secret="its-own-secret")
-    first = await post(shim, CALL_ECHO, **{NEXT_ASSERTION_HEADER: ahead})
+    token = shim.assertion(secrets=["first-secret", "second-secret"])
+    first = await post(shim, CALL_ECHO, assertion=token, **{SECRET_HEADER: "0.first-secret"})
     assert first[0] == 200
-    for stolen in ({}, {SECRET_HEADER: "a-guess"}):
-        status, reply = await post(shim, CALL_ECHO, assertion=ahead, **stolen)
+    stolen_uses = [
+        {},  # the token alone, as seen on the wire
+        {SECRET_HEADER: "0.first-secret"},  # a use already made, replayed
+        {SECRET_HEADER: "1.first-secret"},  # a seen secret moved to an unused index
+        {SECRET_HEADER: "1.a-guess"},
+    ]
+    for stolen in stolen_uses:
+        status, reply = await post(shim, CALL_ECHO, assertion=token, **stolen)
         assert status == 401
-        assert "without the secret" in reply["error"]["message"]
-    next_call = await post(shim, CALL_ECHO, assertion=ahead, **{SECRET_HEADER: "its-own-secret"})
-    assert next_call[0] == 200
+        assert "secret" in reply["error"]["message"] or "replayed" in reply["error"]["message"]
+    second = await post(shim, CALL_ECHO, assertion=token, **{SECRET_HEADER: "1.second-secret"})
+    assert second[0] == 200
     assert len(recording_upstream.calls("tools/call")) == 2
     for recorded in recording_upstream.requests:
         assert not any(name.lower().startswith("corral-") for name in recorded.headers)
-        assert "its-own-secret" not in str(recorded.headers)
+        assert "secret" not in str(recorded.headers)
 
 
-async def test_a_bad_assertion_sent_ahead_is_never_accepted(
+async def test_a_tampered_copy_of_an_assertion_in_use_is_refused(
     shim_factory: ShimFactory, recording_upstream: RecordingUpstream
 ) -> None:
     shim = shim_factory(recording_upstream.url)
-    forged = shim.assertion()[:-6] + "AAAAAA"
-    assert (await post(shim, CALL_ECHO, **{NEXT_ASSERTION_HEADER: forged}))[0] == 200
-    shim.process.wait_until(
-        lambda: "next assertion sent ahead refused" in shim.process.log_tail(),
-        timeout=10,
-        what="the shim to log the refusal",
+    token = shim.assertion(secrets=["first-secret", "second-secret"])
+    assert (await post(shim, CALL_ECHO, assertion=token, **{SECRET_HEADER: "0.first-secret"}))[
+        0
+    ] == 200
+    header, claims, signature = token.split(".")
+    widened = orjson.loads(base64.urlsafe_b64decode(claims + "=="))
+    widened["groups"] = ["admin"]
+    forged = f"{header}.{b64(orjson.dumps(widened))}.{signature}"
+    status, reply = await post(
+        shim, CALL_ECHO, assertion=forged, **{SECRET_HEADER: "1.second-secret"}
     )
-    status, reply = await post(shim, CALL_ECHO, assertion=forged)
     assert status == 401
     assert "does not verify" in reply["error"]["message"]
     assert len(recording_upstream.calls("tools/call")) == 1
