@@ -15,9 +15,10 @@ digests) and serves one request per secret: each request carries the same token 
 `SECRET_HEADER`, the index and the secret of one use (`"3.<secret>"`), accepted once. A secret
 travels only with its own request, so whoever sees the token, or a secret already used, can make
 no request of their own with it. The gateway signs such an assertion for a run of one caller's
-requests to one server, and the shim checks its signature on the first of them only
-(`MAX_VERIFIED` tokens are remembered): every claim, the time limits and the single use of each
-secret are checked on every request.
+requests to one server. The shim checks its signature and claims on the first of them and keeps
+what they vouch for, keyed by the exact token (`MAX_VERIFIED` tokens): the same bytes pass those
+checks the same way every time. The time limits and the single use of each secret are checked on
+every request.
 """
 
 from __future__ import annotations
@@ -243,32 +244,43 @@ class AssertionVerifier:
         self._clock = clock
         self._header_keys: dict[str, ec.EllipticCurvePublicKey] = {}
         self._used = UsedIds() if used is None else used
-        self._verified: dict[str, dict[str, Any]] = {}
+        self._verified: dict[str, _Verified] = {}
 
     def verify(self, token: str | None, secret: str | None = None) -> Identity:
         """The identity in a valid assertion; `InvalidAssertionError` saying why otherwise.
         `secret` is what the request carries in `SECRET_HEADER`."""
         if not token:
             raise InvalidAssertionError("missing identity assertion")
-        claims = self._verified.get(token)
-        if claims is None:
+        verified = self._verified.get(token)
+        if verified is None:
             parts, key = self._parts(token)
             self._check_signature(key, parts)
-            claims = self._json(parts[1], "claims")
-            self._check_claims(claims, secret)
-            if "secrets_sha256" in claims:
-                self._remember(token, claims)
-        else:
-            self._check_claims(claims, secret)
-        return self._identity(claims)
+            verified = self._check_claims(self._json(parts[1], "claims"))
+            if verified.committed is not None:
+                self._remember(token, verified)
+        self._use(verified, secret)
+        return verified.identity
 
-    def _remember(self, token: str, claims: dict[str, Any]) -> None:
-        """Keep the claims of an assertion for more than one request, so that its signature is
-        checked once; at most ``MAX_VERIFIED`` (the oldest goes first)."""
-        verified = self._verified
-        if len(verified) >= MAX_VERIFIED:
-            del verified[next(iter(verified))]
-        verified[token] = claims
+    def _use(self, verified: _Verified, secret: str | None) -> None:
+        """The checks that depend on the time and on the request: every time a token comes."""
+        now = int(self._clock())
+        leeway = self._leeway
+        if verified.expires_at <= now - leeway:
+            raise InvalidAssertionError("assertion expired")
+        if verified.not_before > now + leeway:
+            raise InvalidAssertionError("assertion not valid yet")
+        jti = verified.identity.jti
+        if verified.committed is not None:
+            jti = f"{jti}.{_secret_index(verified.committed, secret)}"
+        self._used.use(jti, verified.expires_at + leeway, now)
+
+    def _remember(self, token: str, verified: _Verified) -> None:
+        """Keep what a token's signature and claims vouch for, for its next requests, so that
+        they are checked once; at most ``MAX_VERIFIED`` tokens (the oldest goes first)."""
+        remembered = self._verified
+        if len(remembered) >= MAX_VERIFIED:
+            del remembered[next(iter(remembered))]
+        remembered[token] = verified
 
     @property
     def remembered(self) -> int:
@@ -323,8 +335,8 @@ class AssertionVerifier:
         except InvalidSignature:
             raise InvalidAssertionError("assertion signature does not verify") from None
 
-    def _check_claims(self, claims: Mapping[str, Any], secret: str | None) -> None:
-        now = int(self._clock())
+    def _check_claims(self, claims: dict[str, Any]) -> _Verified:
+        """The checks that hold for a token whatever the time or the request."""
         issuer = claims.get("iss")
         if issuer != self._issuer:
             raise InvalidAssertionError(f"assertion issuer {issuer!r} is not trusted")
@@ -336,11 +348,6 @@ class AssertionVerifier:
         exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
         if not (isinstance(exp, int) and isinstance(nbf, int) and isinstance(iat, int)):
             raise InvalidAssertionError("assertion needs integer exp, nbf and iat claims")
-        leeway = self._leeway
-        if exp <= now - leeway:
-            raise InvalidAssertionError("assertion expired")
-        if nbf > now + leeway or iat > now + leeway:
-            raise InvalidAssertionError("assertion not valid yet")
         if exp - min(iat, nbf) > self._max_lifetime:
             raise InvalidAssertionError(
                 f"assertion lifetime exceeds {self._max_lifetime}s: the gateway must mint "
@@ -358,35 +365,44 @@ class AssertionVerifier:
                 "gateway and shim versions differ"
             )
         committed = claims.get("secrets_sha256")
-        if committed is not None:
-            jti = f"{jti}.{_secret_index(committed, secret)}"
-        self._used.use(jti, exp + self._leeway, now)
-
-    @staticmethod
-    def _identity(claims: dict[str, Any]) -> Identity:
+        if committed is not None and not (
+            isinstance(committed, list)
+            and 0 < len(committed) <= MAX_SECRETS
+            and all(type(digest) is str for digest in committed)
+        ):
+            raise InvalidAssertionError("assertion secrets_sha256 must be a list of digests")
         groups = claims.get("groups") or []
         if not isinstance(groups, list) or not all(type(g) is str for g in groups):
             raise InvalidAssertionError("assertion groups must be a list of strings")
         email, client_id = claims.get("email"), claims.get("client_id")
         name, version = claims.get("client_name"), claims.get("client_version")
-        return Identity(
-            subject=claims["sub"],
+        identity = Identity(
+            subject=subject,
             email=email if isinstance(email, str) else None,
             groups=tuple(groups),
             client_id=client_id if isinstance(client_id, str) else None,
             client_name=name if isinstance(name, str) else None,
             client_version=version if isinstance(version, str) else None,
-            jti=claims["jti"],
-            expires_at=int(claims["exp"]),
+            jti=jti,
+            expires_at=exp,
             claims=claims,
         )
+        return _Verified(identity, exp, max(nbf, iat), committed)
 
 
-def _secret_index(committed: Any, use: str | None) -> int:
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """What a token's signature and claims vouch for: its identity, time limits and secrets."""
+
+    identity: Identity
+    expires_at: int
+    not_before: int
+    committed: list[str] | None
+
+
+def _secret_index(committed: list[str], use: str | None) -> int:
     """The index of the secret a request presents (`SECRET_HEADER`), once it matches the digest
     the assertion holds there; `InvalidAssertionError` otherwise."""
-    if not isinstance(committed, list) or not committed or len(committed) > MAX_SECRETS:
-        raise InvalidAssertionError("assertion secrets_sha256 must be a list of digests")
     if use is None:
         raise InvalidAssertionError("assertion presented without a secret it commits to")
     index_text, dot, secret = use.partition(".")
@@ -396,9 +412,8 @@ def _secret_index(committed: Any, use: str | None) -> int:
     index = int(index_text)
     if index >= len(committed):
         raise InvalidAssertionError("assertion secret index out of range")
-    digest = committed[index]
-    if not isinstance(digest, str) or not hmac.compare_digest(
-        secret_digest(secret).encode(), digest.encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(
+        secret_digest(secret).encode(), committed[index].encode("utf-8", "surrogateescape")
     ):
         raise InvalidAssertionError("assertion presented without a secret it commits to")
     return index
