@@ -340,11 +340,22 @@ async def test_a_refused_connection_says_so() -> None:
     ("target", "headers"),
     [
         ("/x", [("X-Evil", "a\r\nInjected: yes")]),
+        ("/x", [("X-Evil", "a" * 2000 + "\nInjected: yes")]),
+        ("/x", [("X-Evil", "a\rInjected: yes")]),
+        ("/x", [("X-Evil", "a\0b")]),
         ("/x", [("Bad Name", "v")]),
         ("/x HTTP/1.1\r\nInjected: yes", []),
         ("http://elsewhere/", []),
     ],
-    ids=["value-crlf", "name-space", "target-crlf", "absolute-target"],
+    ids=[
+        "value-crlf",
+        "value-lf-after-a-long-value",
+        "value-cr",
+        "value-nul",
+        "name-space",
+        "target-crlf",
+        "absolute-target",
+    ],
 )
 async def test_header_and_target_injection_is_refused(
     pool: OriginPool, served: Served, target: str, headers: list[tuple[str, str]]
