@@ -98,6 +98,7 @@ class _Connection(asyncio.Protocol):
         self._queue: deque[tuple[Request, bool]] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None
         self._writable: asyncio.Future[None] | None = None
         self._paused_writing = False
         self._closing = False
@@ -214,9 +215,7 @@ class _Connection(asyncio.Protocol):
 
     def _enqueue(self, request: Request, keep_alive: bool) -> None:
         self._queue.append((request, keep_alive))
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline = None
         if len(self._queue) > MAX_QUEUED and self._transport is not None:
             self._transport.pause_reading()
         if self._worker is None:
@@ -294,12 +293,26 @@ class _Connection(asyncio.Protocol):
     # closing
 
     def _arm(self, seconds: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_later(seconds, self._expire)
+        """Set the connection's one deadline. The timer behind it is moved only when the new
+        deadline comes before it; one that fires early re-arms itself for the deadline then set,
+        so a busy connection does not make and cancel timers for every request."""
+        deadline = self._deadline = self._loop.time() + seconds
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return
+            timer.cancel()
+        self._timer = self._loop.call_at(deadline, self._expire)
 
     def _expire(self) -> None:
         self._timer = None
+        deadline = self._deadline
+        if deadline is None:
+            return
+        if self._loop.time() < deadline:
+            self._timer = self._loop.call_at(deadline, self._expire)
+            return
+        self._deadline = None
         if self._worker is None and not self._queue:
             if self._reading:
                 self._refuse(408, "the request did not arrive in time")

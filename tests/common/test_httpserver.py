@@ -186,6 +186,50 @@ async def test_an_idle_connection_is_closed(served: tuple[LeanServer, Recorder, 
     writer.close()
 
 
+async def test_a_slow_request_is_cut_off_at_the_read_timeout_even_with_a_long_idle_timeout() -> (
+    None
+):
+    recorder = Recorder()
+    server = LeanServer(
+        make_handler(recorder), max_body=lambda: 1024, read_timeout=0.3, idle_timeout=60
+    )
+    await server.start(LOOPBACK, 0)
+    try:
+        reader, writer = await raw(f"http://{LOOPBACK}:{server.port}")
+        writer.write(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        answer = await read_all(reader)  # within WAIT, far before the idle timeout
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    finally:
+        await server.stop()
+
+
+async def test_a_busy_connection_outlives_its_timeouts_and_closes_once_idle() -> None:
+    recorder = Recorder()
+    server = LeanServer(
+        make_handler(recorder), max_body=lambda: 1024, read_timeout=0.2, idle_timeout=0.2
+    )
+    await server.start(LOOPBACK, 0)
+    try:
+        reader, writer = await raw(f"http://{LOOPBACK}:{server.port}")
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 1.0  # five times each timeout, one request after another
+        answered = 0
+        while loop.time() < until:
+            writer.write(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+            async with asyncio.timeout(WAIT):
+                head = await reader.readuntil(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+                assert b"Connection: close" not in head
+                await reader.readexactly(len(b"got hi"))
+            answered += 1
+        assert answered == len(recorder.requests) > 1
+        assert await read_all(reader) == b""  # closed once idle
+        writer.close()
+    finally:
+        await server.stop()
+
+
 async def test_a_stream_arrives_chunk_by_chunk(served: tuple[LeanServer, Recorder, str]) -> None:
     _, recorder, url = served
     async with aiohttp.ClientSession() as http, http.get(f"{url}/stream") as response:
