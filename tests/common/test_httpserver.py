@@ -4,6 +4,7 @@ raw sockets for what they should not do (malformed, oversized, slow, pipelined, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -56,19 +57,29 @@ async def events(recorder: Recorder) -> AsyncIterator[bytes]:
         recorder.stream_closed.set()
 
 
-@pytest.fixture
-async def served() -> AsyncIterator[tuple[LeanServer, Recorder, str]]:
+@contextlib.asynccontextmanager
+async def serving(
+    read_timeout: float, idle_timeout: float
+) -> AsyncIterator[tuple[LeanServer, Recorder, str]]:
     recorder = Recorder()
     server = LeanServer(
         make_handler(recorder),
         max_body=lambda: 1024,
-        read_timeout=0.5,
-        idle_timeout=0.5,
+        read_timeout=read_timeout,
+        idle_timeout=idle_timeout,
     )
     await server.start(LOOPBACK, 0)
-    yield server, recorder, f"http://{LOOPBACK}:{server.port}"
-    recorder.gate.set()
-    await server.stop()
+    try:
+        yield server, recorder, f"http://{LOOPBACK}:{server.port}"
+    finally:
+        recorder.gate.set()
+        await server.stop()
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[LeanServer, Recorder, str]]:
+    async with serving(read_timeout=0.5, idle_timeout=0.5) as parts:
+        yield parts
 
 
 async def raw(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -186,48 +197,37 @@ async def test_an_idle_connection_is_closed(served: tuple[LeanServer, Recorder, 
     writer.close()
 
 
-async def test_a_slow_request_is_cut_off_at_the_read_timeout_even_with_a_long_idle_timeout() -> (
-    None
-):
-    recorder = Recorder()
-    server = LeanServer(
-        make_handler(recorder), max_body=lambda: 1024, read_timeout=0.3, idle_timeout=60
-    )
-    await server.start(LOOPBACK, 0)
-    try:
-        reader, writer = await raw(f"http://{LOOPBACK}:{server.port}")
-        writer.write(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
-        answer = await read_all(reader)  # within WAIT, far before the idle timeout
-        writer.close()
-        assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
-    finally:
-        await server.stop()
+async def test_a_slow_request_is_cut_off_at_the_read_timeout_under_a_long_idle_timeout() -> None:
+    async with serving(read_timeout=0.3, idle_timeout=60) as (_, recorder, url):
+        reader, writer = await raw(url)
+        try:
+            writer.write(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+            answer = await read_all(reader)  # within WAIT, far before the idle timeout
+        finally:
+            writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert recorder.requests == []
 
 
 async def test_a_busy_connection_outlives_its_timeouts_and_closes_once_idle() -> None:
-    recorder = Recorder()
-    server = LeanServer(
-        make_handler(recorder), max_body=lambda: 1024, read_timeout=0.2, idle_timeout=0.2
-    )
-    await server.start(LOOPBACK, 0)
-    try:
-        reader, writer = await raw(f"http://{LOOPBACK}:{server.port}")
-        loop = asyncio.get_running_loop()
-        until = loop.time() + 1.0  # five times each timeout, one request after another
-        answered = 0
-        while loop.time() < until:
-            writer.write(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
-            async with asyncio.timeout(WAIT):
-                head = await reader.readuntil(b"\r\n\r\n")
-                assert head.startswith(b"HTTP/1.1 200 OK\r\n")
-                assert b"Connection: close" not in head
-                await reader.readexactly(len(b"got hi"))
-            answered += 1
-        assert answered == len(recorder.requests) > 1
-        assert await read_all(reader) == b""  # closed once idle
-        writer.close()
-    finally:
-        await server.stop()
+    async with serving(read_timeout=0.2, idle_timeout=0.2) as (_, recorder, url):
+        reader, writer = await raw(url)
+        try:
+            loop = asyncio.get_running_loop()
+            until = loop.time() + 1.0  # five times each timeout, one request after another
+            answered = 0
+            while loop.time() < until:
+                writer.write(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+                async with asyncio.timeout(WAIT):
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+                    assert b"Connection: close" not in head
+                    await reader.readexactly(len(b"got hi"))
+                answered += 1
+            assert answered == len(recorder.requests) > 1
+            assert await read_all(reader) == b""  # closed once idle
+        finally:
+            writer.close()
 
 
 async def test_a_stream_arrives_chunk_by_chunk(served: tuple[LeanServer, Recorder, str]) -> None:
