@@ -124,8 +124,10 @@ class _Connection(asyncio.Protocol):
         self._transport = None
         self._closing = True
         self._server.connections.discard(self)
+        self._deadline = None
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         if self._worker is not None and not self._worker.done():
             self._worker.cancel()
         self._wake_writer()
