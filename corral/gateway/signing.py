@@ -114,10 +114,11 @@ class AssertionSigner:
         is older than ``max_age``."""
         key = _caller_key(principal, audience)
         now = self._clock()
+        oldest = now - self.max_age
         signed = self._current.get(key)
-        if signed is None or not signed.usable(now - self.max_age):
+        if signed is None or not signed.usable(oldest):
             signed = self._next.pop(key, None)
-            if signed is None or not signed.usable(now - self.max_age):
+            if signed is None or not signed.usable(oldest):
                 signed = self._sign(principal, audience)
             self._hold(self._current, key, signed)
         index = signed.taken

@@ -128,21 +128,33 @@ async def relay(operator_harness: OperatorHarness) -> AsyncIterator[tuple[Relay,
         api.close()
 
 
+def remote_servers(h: OperatorHarness, *names: str) -> list[Target]:
+    """Create remote MCPServers; the activity targets that stand for them."""
+    for name in names:
+        h.create(SERVERS, server(name, runtime=REMOTE))
+    return [Target(SERVERS, h.namespace, name) for name in names]
+
+
+@contextlib.asynccontextmanager
+async def status_writer(api: client.ApiClient, **options: Any) -> AsyncIterator[StatusWriter]:
+    writer = StatusWriter(api, interval=0.05, **options)
+    try:
+        yield writer
+    finally:
+        await writer.aclose()
+
+
 async def test_activity_noted_while_the_api_server_is_unreachable_is_written_when_it_is_back(
     operator_harness: OperatorHarness, relay: tuple[Relay, client.ApiClient]
 ) -> None:
     h = operator_harness
     cut, api = relay
-    h.create(SERVERS, server("everything", runtime=REMOTE))
-    h.create(SERVERS, server("notes", runtime=REMOTE))
-    everything = Target(SERVERS, h.namespace, "everything")
-    notes = Target(SERVERS, h.namespace, "notes")
+    everything, notes = remote_servers(h, "everything", "notes")
 
     def status(name: str) -> dict[str, Any]:
         return status_of(h, name)
 
-    writer = StatusWriter(api, interval=0.05)
-    try:
+    async with status_writer(api) as writer:
         writer.note(everything, ["echo"])
         await eventually(lambda: status("everything").get("tools") == ["echo"])
 
@@ -166,8 +178,6 @@ async def test_activity_noted_while_the_api_server_is_unreachable_is_written_whe
 
         writer.note(notes, ["ping"])
         await eventually(lambda: status("notes").get("tools") == ["ping"])
-    finally:
-        await writer.aclose()
 
 
 async def test_a_write_the_api_server_does_not_answer_times_out_and_is_tried_again(
@@ -175,14 +185,12 @@ async def test_a_write_the_api_server_does_not_answer_times_out_and_is_tried_aga
 ) -> None:
     h = operator_harness
     frozen, api = relay
-    h.create(SERVERS, server("everything", runtime=REMOTE))
-    everything = Target(SERVERS, h.namespace, "everything")
+    (everything,) = remote_servers(h, "everything")
 
     def tools() -> Any:
         return status_of(h, "everything").get("tools")
 
-    writer = StatusWriter(api, interval=0.05, request_timeout=(0.5, 0.5))
-    try:
+    async with status_writer(api, request_timeout=(0.5, 0.5)) as writer:
         writer.note(everything, ["echo"])
         await eventually(lambda: tools() == ["echo"])
         await eventually(lambda: writer.pending == 0)
@@ -197,8 +205,6 @@ async def test_a_write_the_api_server_does_not_answer_times_out_and_is_tried_aga
         frozen.restore()
         await eventually(lambda: tools() == ["add", "echo"])
         await eventually(lambda: writer.pending == 0)
-    finally:
-        await writer.aclose()
 
 
 async def test_an_instance_that_cannot_be_created_is_starting_not_a_failure(
