@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import re
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -51,11 +50,11 @@ def origin_allowed(origin: str | None, allowed: Iterable[str]) -> bool:
     return origin.lower().rstrip("/") in {origin_of(item) for item in allowed}
 
 
-def request_id(presented: str | None) -> str:
-    """The caller's request id when well formed, otherwise a new one."""
+def request_id(presented: str | None, new_id: Callable[[], str]) -> str:
+    """The caller's request id when well formed, otherwise ``new_id()``."""
     if presented is not None and _REQUEST_ID.fullmatch(presented):
         return presented
-    return secrets.token_hex(16)
+    return new_id()
 
 
 @dataclass

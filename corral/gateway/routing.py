@@ -40,6 +40,7 @@ from multidict import CIMultiDictProxy
 from corral.common.assertion import ASSERTION_HEADER, SECRET_HEADER
 from corral.common.httpclient import ClientFailure, PoolSet, Response
 from corral.common.httpserver import LeanServer, Reply, Request, StreamReply, close_chunks
+from corral.common.ids import RandomIds
 from corral.gateway.activity import MAX_CAPTURE_BYTES, tool_names, tools_list_id
 from corral.gateway.appkeys import SETTINGS
 from corral.gateway.authn import Authenticator, Principal
@@ -120,6 +121,7 @@ class Router:
         self.directory = directory
         self.instances = instances
         self.limiter = RateLimiter(settings.rate_per_second, settings.rate_burst)
+        self.ids = RandomIds()
         self.allowed_origins = frozenset({*settings.allowed_origins, origin_of(self.base_url)})
         self.http = http
         self.authenticator = authenticator
@@ -143,7 +145,9 @@ class Incoming:
 async def serve(router: Router, incoming: Incoming) -> Reply | StreamReply:
     """The answer to one MCP request; it is counted and logged once it is complete."""
     call = Call(
-        request_id(incoming.headers.get(REQUEST_ID_HEADER)), incoming.method, time.monotonic()
+        request_id(incoming.headers.get(REQUEST_ID_HEADER), router.ids.next),
+        incoming.method,
+        time.monotonic(),
     )
     try:
         return await _serve(router, incoming, call)

@@ -10,10 +10,11 @@ payloads are `none` (left out), `metadata` (argument names and result size only)
 from __future__ import annotations
 
 import copy
+import functools
 import re
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -26,11 +27,26 @@ MAX_REQUEST_ID = 128
 _REQUEST_ID = re.compile(f"[!-~]{{1,{MAX_REQUEST_ID}}}")
 
 
-def http_request_id(presented: str | None) -> str:
-    """The caller's ``X-Request-Id`` when it is 1-128 visible ASCII characters, else a new id."""
+def http_request_id(presented: str | None, new_id: Callable[[], str]) -> str:
+    """The caller's ``X-Request-Id`` when it is 1-128 visible ASCII characters, else
+    ``new_id()``."""
     if presented and _REQUEST_ID.fullmatch(presented) is not None:
         return presented
-    return secrets.token_hex(16)
+    return new_id()
+
+
+def utc_timestamp(now: float) -> str:
+    """``now`` (seconds since the epoch) in ISO 8601 with milliseconds and ``+00:00``, as
+    ``datetime.isoformat(timespec="milliseconds")`` writes it; the date and time of day are
+    formatted once per second."""
+    second = int(now)
+    millis = min(999, int((now - second) * 1000))
+    return f"{_utc_second(second)}.{millis:03d}+00:00"
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def parse_path(path: str) -> tuple[str, ...]:
@@ -78,7 +94,7 @@ def payload(mode: PayloadMode, value: Any, paths: Sequence[Sequence[str]], root:
     return redact({root: value}, paths)[root]
 
 
-@dataclass
+@dataclass(slots=True)
 class AuditEvent:
     """What happened to one MCP message."""
 
@@ -105,7 +121,7 @@ class AuditEvent:
     error: dict[str, Any] | None = None
     http_status: int | None = None
     started: float = field(default_factory=time.monotonic)
-    time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
+    time: str = field(default_factory=lambda: utc_timestamp(time.time()))
     id: str = field(default_factory=lambda: secrets.token_hex(16))
     latency_ms: float | None = None
 

@@ -62,7 +62,7 @@ JSON = ("Content-Type", "application/json")
 METHODS = ("POST", "GET", "DELETE")
 
 
-@dataclass
+@dataclass(slots=True)
 class Exchange:
     """One HTTP exchange with the client, and the audit event it produces."""
 
@@ -123,7 +123,8 @@ def _start(request: Request, state: ShimState) -> Exchange:
     event = AuditEvent(
         namespace=server.namespace,
         server=server.name,
-        request_id=http_request_id(request.headers.get(REQUEST_ID_HEADER)),
+        request_id=http_request_id(request.headers.get(REQUEST_ID_HEADER), state.ids.next),
+        id=state.ids.next(),
     )
     _check_origin(request, runtime)
     try:
@@ -573,6 +574,7 @@ def _record_server_message(exchange: Exchange, message: Message) -> None:
         client_id=base.client_id,
         client_name=base.client_name,
         client_version=base.client_version,
+        id=exchange.state.ids.next(),
     )
     server_event.finish("ok")
     state = exchange.state

@@ -19,6 +19,7 @@ from corral.common.assertion import AssertionVerifier, UsedIds
 from corral.common.backlog import Backlog
 from corral.common.egress import GuardedResolver, Network, RefusedAddressError, check_url
 from corral.common.httpclient import OriginPool
+from corral.common.ids import RandomIds
 from corral.shim.audit import parse_path
 from corral.shim.authorize import Authorizer, PolicyAuthorizer
 from corral.shim.config import ShimConfig, with_secret_headers
@@ -103,6 +104,8 @@ class ShimState:
     metrics: ShimMetrics
     owners: SessionOwners = field(default_factory=SessionOwners)
     backlog: Backlog = field(default_factory=Backlog)
+    ids: RandomIds = field(default_factory=RandomIds)
+    """Request and audit event ids."""
 
     extra: dict[str, Any] = field(default_factory=dict)
     pools: dict[tuple[str, bool, int, float], OriginPool] = field(default_factory=dict)

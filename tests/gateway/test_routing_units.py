@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from corral.common.ids import RandomIds
 from corral.gateway.edge import RateLimiter, origin_allowed, request_id, valid_route
 from corral.gateway.sessions import SessionCodec
 
@@ -129,8 +130,9 @@ def test_origins_and_request_ids() -> None:
     assert origin_allowed("https://Corral.Example.com", allowed)
     assert not origin_allowed("https://corral.example.com:8443", allowed)
     assert not origin_allowed("https://evil.example.com", allowed)
-    assert request_id("req-1.2:3") == "req-1.2:3"
-    generated = {request_id(bad) for bad in (None, "", "a b", "x" * 200, "é")}
+    ids = RandomIds()
+    assert request_id("req-1.2:3", ids.next) == "req-1.2:3"
+    generated = {request_id(bad, ids.next) for bad in (None, "", "a b", "x" * 200, "é")}
     assert len(generated) == 5
     assert all(len(value) == 32 for value in generated)
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 from aiohttp import web
 
 from corral.common.assertion import ASSERTION_HEADER
+from corral.shim.audit import utc_timestamp
 from tests.fixtures.processes import LOOPBACK, free_port
 from tests.fixtures.shim import RecordingUpstream, ShimHandle
 
@@ -289,3 +292,9 @@ async def test_filter_verdicts_go_into_the_event(
     assert (verdict["filter"], verdict["phase"], verdict["outcome"]) == ("dlp", "request", "error")
     assert event["status"] == "ok"
     assert "arguments" not in event
+
+
+@pytest.mark.parametrize("now", [0.0, 1.0005, 1_795_000_000.999_9, 1_795_000_001.1234, 1e9 + 0.5])
+def test_event_times_read_as_isoformat_writes_them(now: float) -> None:
+    expected = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
+    assert utc_timestamp(now) == expected
