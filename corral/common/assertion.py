@@ -54,6 +54,7 @@ MAX_VERIFIED = 1024
 MAX_LIFETIME_SECONDS = 60
 ALGORITHM = "ES256"
 _COORDINATE_BYTES = 32
+_DIGEST_BYTES = 32
 MAX_REMEMBERED_HEADERS = 64
 _ES256 = ec.ECDSA(hashes.SHA256())
 
@@ -364,13 +365,7 @@ class AssertionVerifier:
                 "assertion commits to a secret in a form this shim does not take (secret_sha256): "
                 "gateway and shim versions differ"
             )
-        committed = claims.get("secrets_sha256")
-        if committed is not None and not (
-            isinstance(committed, list)
-            and 0 < len(committed) <= MAX_SECRETS
-            and all(type(digest) is str for digest in committed)
-        ):
-            raise InvalidAssertionError("assertion secrets_sha256 must be a list of digests")
+        committed = _digests(claims.get("secrets_sha256"))
         groups = claims.get("groups") or []
         if not isinstance(groups, list) or not all(type(g) is str for g in groups):
             raise InvalidAssertionError("assertion groups must be a list of strings")
@@ -397,10 +392,32 @@ class _Verified:
     identity: Identity
     expires_at: int
     not_before: int
-    committed: list[str] | None
+    committed: tuple[bytes, ...] | None
+    """The SHA-256 digests of the secrets, decoded."""
 
 
-def _secret_index(committed: list[str], use: str | None) -> int:
+def _digests(claim: Any) -> tuple[bytes, ...] | None:
+    """The `secrets_sha256` claim's digests as bytes; each must be a base64url SHA-256."""
+    if claim is None:
+        return None
+    if not (
+        isinstance(claim, list)
+        and 0 < len(claim) <= MAX_SECRETS
+        and all(type(digest) is str for digest in claim)
+    ):
+        raise InvalidAssertionError("assertion secrets_sha256 must be a list of digests")
+    try:
+        digests = tuple(_b64url_decode(digest) for digest in claim)
+    except InvalidAssertionError:
+        raise InvalidAssertionError(
+            "assertion secrets_sha256 holds a digest that is not base64url"
+        ) from None
+    if any(len(digest) != _DIGEST_BYTES for digest in digests):
+        raise InvalidAssertionError("assertion secrets_sha256 holds a digest that is not SHA-256")
+    return digests
+
+
+def _secret_index(committed: tuple[bytes, ...], use: str | None) -> int:
     """The index of the secret a request presents (`SECRET_HEADER`), once it matches the digest
     the assertion holds there; `InvalidAssertionError` otherwise."""
     if use is None:
@@ -412,8 +429,7 @@ def _secret_index(committed: list[str], use: str | None) -> int:
     index = int(index_text)
     if index >= len(committed):
         raise InvalidAssertionError("assertion secret index out of range")
-    if not hmac.compare_digest(
-        secret_digest(secret).encode(), committed[index].encode("utf-8", "surrogateescape")
-    ):
+    presented = hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
+    if not hmac.compare_digest(presented, committed[index]):
         raise InvalidAssertionError("assertion presented without a secret it commits to")
     return index

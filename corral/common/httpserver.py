@@ -32,7 +32,7 @@ MAX_QUEUED = 8
 _REASONS = {status.value: status.phrase for status in http.HTTPStatus}
 
 
-@dataclass
+@dataclass(slots=True)
 class Request:
     """One request: its head (header names lower-cased), and its body read whole (empty when
     ``oversized``)."""
@@ -49,7 +49,7 @@ class Request:
         return self.target.split("?", 1)[0]
 
 
-@dataclass
+@dataclass(slots=True)
 class Reply:
     """A whole answer; ``after`` runs once it is handed to the socket (bookkeeping that need
     not delay the answer); ``close`` ends the connection after it."""
@@ -158,7 +158,9 @@ class _Connection(asyncio.Protocol):
         self._count(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value))
+        size = self._head_bytes = self._head_bytes + len(name) + len(value)
+        if size > MAX_HEAD_BYTES:
+            raise httptools.HttpParserError(f"the request head exceeds {MAX_HEAD_BYTES} bytes")
         self._headers.append(
             (name.decode("latin-1").lower(), value.decode("utf-8", "surrogateescape"))
         )

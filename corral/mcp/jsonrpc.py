@@ -89,11 +89,11 @@ class Message:
 
 
 def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ProtocolError(INVALID_REQUEST, f"duplicate JSON key {key!r}: send each key once")
-        result[key] = value
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        keys = [key for key, _ in pairs]
+        repeated = next(key for index, key in enumerate(keys) if key in keys[:index])
+        raise ProtocolError(INVALID_REQUEST, f"duplicate JSON key {repeated!r}: send each key once")
     return result
 
 

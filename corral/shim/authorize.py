@@ -24,6 +24,9 @@ from corral.api.policy import (
 from corral.common.assertion import Identity
 from corral.mcp.targets import TargetKind
 
+MAX_CALLERS = 1024
+"""Callers kept for the assertions they came with (one assertion serves a run of calls)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
@@ -79,6 +82,19 @@ class PolicyAuthorizer:
         self._server = server
         self._subset = ItemSubset.compile(tools_allow, tools_deny)
         self.problems = self._index.problems
+        self._callers: dict[str, tuple[Identity, Caller]] = {}
+
+    def _caller(self, identity: Identity) -> Caller:
+        """`caller_of`, kept per assertion (by jti, for that very identity), since one
+        assertion serves a run of requests; at most ``MAX_CALLERS`` are kept."""
+        kept = self._callers.get(identity.jti)
+        if kept is not None and kept[0] is identity:
+            return kept[1]
+        caller = caller_of(identity)
+        if len(self._callers) >= MAX_CALLERS:
+            self._callers.clear()
+        self._callers[identity.jti] = (identity, caller)
+        return caller
 
     def decide(
         self,
@@ -89,7 +105,7 @@ class PolicyAuthorizer:
     ) -> Verdict:
         if target is not None and target[0] is TargetKind.TOOL and not self._exposed(target[1]):
             return Verdict(False, f"tool {target[1]!r} is not exposed by this server", rule="tools")
-        caller = caller_of(identity)
+        caller = self._caller(identity)
         name = target[1] if target is not None else None
         decision = self._index.decide(Request(caller, self._server, method, name, arguments))
         verdict = _verdict(decision)
@@ -101,7 +117,7 @@ class PolicyAuthorizer:
     def visible(self, identity: Identity, kind: TargetKind, name: str) -> bool:
         if kind is TargetKind.TOOL and not self._exposed(name):
             return False
-        caller = caller_of(identity)
+        caller = self._caller(identity)
         items = self._index.filter_list(caller, self._server, kind.value, [name], key=str)
         return bool(items)
 

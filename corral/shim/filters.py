@@ -149,7 +149,8 @@ class FilterChain:
         return bool(self._filters)
 
     def selects(self, phase: Phase, method: str, tool: str | None) -> bool:
-        return any(f.applies(phase, method, tool) for f in self._filters)
+        filters = self._filters
+        return bool(filters) and any(f.applies(phase, method, tool) for f in filters)
 
     async def run(
         self,

@@ -37,9 +37,10 @@ def test_invalid_json_is_a_parse_error() -> None:
 def test_duplicate_keys_are_refused_at_any_depth() -> None:
     error = refused(b'{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"tools/list"}')
     assert error.code == jsonrpc.INVALID_REQUEST
-    assert "duplicate" in error.message
+    assert "duplicate JSON key 'method'" in error.message
     nested = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}'
     assert refused(nested).code == jsonrpc.INVALID_REQUEST
+    assert "duplicate JSON key 'name'" in refused(nested).message
 
 
 def test_batches_and_non_objects_are_refused() -> None:
