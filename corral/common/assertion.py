@@ -87,7 +87,7 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-_FROM_URLSAFE = str.maketrans("-_", "+/")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
 def _b64url_decode(text: str) -> bytes:
@@ -95,7 +95,8 @@ def _b64url_decode(text: str) -> bytes:
         raise InvalidAssertionError("malformed assertion: bad base64url segment")
     try:
         return binascii.a2b_base64(
-            (text + "=" * (-len(text) % 4)).translate(_FROM_URLSAFE), strict_mode=True
+            (text + "=" * (-len(text) % 4)).encode("ascii").translate(_FROM_URLSAFE),
+            strict_mode=True,
         )
     except (ValueError, TypeError) as exc:
         raise InvalidAssertionError("malformed assertion: bad base64url segment") from exc

@@ -30,6 +30,8 @@ HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 MAX_HEAD_BYTES = 64 * 1024
 IDLE_SECONDS = 30.0
+MAX_KNOWN = 256
+"""Header names and request targets a pool remembers as already checked."""
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,15 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_TARGET = re.compile(r"[\s\0]")
 
 
-def _check_header(name: str, value: str) -> None:
-    if _TOKEN.fullmatch(name) is None or "\r" in value or "\n" in value or "\0" in value:
+def _check_header(name: str, value: str, known_names: set[str]) -> None:
+    """Refuse a header HTTP does not allow; ``known_names`` holds names already checked (a
+    client sends the same few on every request), and takes new good ones up to a bound."""
+    if name not in known_names:
+        if _TOKEN.fullmatch(name) is None:
+            raise ValueError(f"header {name!r} has characters HTTP does not allow")
+        if len(known_names) < MAX_KNOWN:
+            known_names.add(name)
+    if "\r" in value or "\n" in value or "\0" in value:
         raise ValueError(f"header {name!r} has characters HTTP does not allow")
 
 
@@ -137,6 +146,11 @@ class Response:
 
     async def read(self, limit: int | None = None) -> bytes:
         """The whole body; ``ClientFailure`` when it breaks off or grows past ``limit``."""
+        if self._complete and len(self._chunks) <= 1:  # it all came already, in one piece
+            data = self._take() if self._chunks else b""
+            if limit is not None and len(data) > limit:
+                raise ClientFailure(f"the answer exceeds {limit} bytes")
+            return data
         parts: list[bytes] = []
         size = 0
         async for chunk in self.chunks():
@@ -341,6 +355,8 @@ class OriginPool:
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
         self._closed = False
+        self._known_names: set[str] = set()
+        self._known_targets: set[str] = set()
 
     async def request(
         self,
@@ -373,11 +389,15 @@ class OriginPool:
     def _encode(
         self, method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes | None
     ) -> bytes:
-        if not target.startswith("/") or _BAD_TARGET.search(target) is not None:
-            raise ValueError(f"request target {target!r} is not an absolute path")
+        if target not in self._known_targets:
+            if not target.startswith("/") or _BAD_TARGET.search(target) is not None:
+                raise ValueError(f"request target {target!r} is not an absolute path")
+            if len(self._known_targets) < MAX_KNOWN:
+                self._known_targets.add(target)
         lines = [f"{method} {target} HTTP/1.1\r\nHost: {self._host_header}\r\n"]
+        names = self._known_names
         for name, value in headers:
-            _check_header(name, value)
+            _check_header(name, value, names)
             lines.append(f"{name}: {value}\r\n")
         if body is not None:
             lines.append(f"Content-Length: {len(body)}\r\n")

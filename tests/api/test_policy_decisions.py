@@ -353,3 +353,32 @@ def test_filter_list_with_argument_conditions() -> None:
     assert index.filter_list(ALICE, SERVER, "tool", names, key=str) == ["write", "ls"]
     mallory = Caller("mallory", groups=frozenset({"eng", "admins"}))
     assert index.filter_list(mallory, SERVER, "tool", names, key=str) == ["admin"]
+
+
+def test_kept_decisions_never_stand_in_for_a_when_over_the_arguments() -> None:
+    index = PolicyIndex.build(
+        [
+            make_policy(
+                allow(tools=["*"]),
+                deny(tools=["write"], when="args.path.startsWith('/etc')"),
+                allow(tools=["read"], when="args.path.startsWith('/tmp')", name="tmp"),
+            )
+        ]
+    )
+    for _ in range(3):  # the same view asked again and again, in both orders
+        assert call(index, "write", {"path": "/tmp/x"})
+        assert not call(index, "write", {"path": "/etc/passwd"})
+        assert call(index, "read", {"path": "/etc/passwd"})  # the plain Allow still holds
+        assert call(index, "list")
+    only_when = PolicyIndex.build([make_policy(allow(tools=["read"], when="args.n > 1"))])
+    for _ in range(3):
+        assert not call(only_when, "read", {"n": 1})
+        assert call(only_when, "read", {"n": 2})
+
+
+def test_kept_decisions_are_per_caller_and_bounded() -> None:
+    index = PolicyIndex.build([make_policy(allow(tools=["t*"]))])
+    for number in range(1500):  # more names than a view keeps
+        assert call(index, f"t{number}")
+        assert not call(index, f"t{number}", caller=BOB)
+        assert not call(index, f"x{number}")

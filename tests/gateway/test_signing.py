@@ -5,6 +5,7 @@ next one is signed while a request waits."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import time
 
@@ -19,9 +20,11 @@ from corral.gateway.authn import Principal
 from corral.gateway.signing import (
     MAX_CALLERS,
     PREPARED_PER_WAIT,
+    SECRET_BYTES,
     SECRETS_PER_ASSERTION,
     AssertionSigner,
     Minted,
+    new_secrets,
 )
 
 ISSUER = "https://corral.test"
@@ -167,3 +170,11 @@ def test_minted_uses_name_their_index() -> None:
     signer = AssertionSigner([generate_signing_key()], issuer=ISSUER)
     uses: list[Minted] = [signer.mint(ALICE, AUDIENCE) for _ in range(3)]
     assert [m.secret.partition(".")[0] for m in uses] == ["0", "1", "2"]
+
+
+def test_secrets_are_distinct_random_base64url_of_sixteen_bytes() -> None:
+    drawn = new_secrets(SECRETS_PER_ASSERTION) + new_secrets(SECRETS_PER_ASSERTION)
+    assert len(set(drawn)) == len(drawn) == 2 * SECRETS_PER_ASSERTION
+    for secret in drawn:
+        assert len(base64.urlsafe_b64decode(secret + "==")) == SECRET_BYTES
+        assert "=" not in secret

@@ -53,6 +53,7 @@ _KIND_FIELD: Mapping[ItemKind, str] = {
 }
 _SERVER_CACHE_MAX = 4096
 _VIEW_CACHE_MAX = 16384
+_DECIDED_MAX = 1024
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,7 @@ class _View:
     unconstrained: list[_Rule] = field(default_factory=list)
     kinds: dict[ItemKind, _KindTable] = field(default_factory=dict)
     openers: list[_Rule] = field(default_factory=list)
+    decided: dict[tuple[str, str | None], Decision] = field(default_factory=dict)
 
     @classmethod
     def build(cls, rules: Iterable[_Rule]) -> _View:
@@ -268,16 +270,29 @@ class _View:
         return [r for r in found if r.methods is None or method in r.methods]
 
     def decide(self, request: Request, *, listing: bool) -> Decision:
-        """The decision for `request`; CEL runs only when a candidate rule has a `when`."""
+        """The decision for `request`; CEL runs only when a candidate rule has a `when`.
+        A decision no `when` took part in depends only on the method and the name, and is
+        kept for them (at most ``_DECIDED_MAX`` per view)."""
+        key = (request.method, request.name)
+        decision = self.decided.get(key)
+        if decision is not None:
+            return decision
         found = self.candidates(request.method, request.name)
-        if found:
-            if all(rule.simple for rule in found):
-                return min(found, key=_PRECEDENCE).decision
+        if found and not all(rule.simple for rule in found):
             found.sort(key=_PRECEDENCE)
             decision = _Evaluation(request, listing=listing).run(found)
             if decision is not None:
                 return decision
-        if self.openers and request.method in SESSION_METHODS:
+            return self._fallback(request.method)
+        decision = min(found, key=_PRECEDENCE).decision if found else self._fallback(request.method)
+        if len(self.decided) >= _DECIDED_MAX:
+            self.decided.clear()
+        self.decided[key] = decision
+        return decision
+
+    def _fallback(self, method: str) -> Decision:
+        """When no rule decides: a session method is let through by any Allow rule."""
+        if self.openers and method in SESSION_METHODS:
             return self.openers[0].session_decision
         return _DEFAULT_DENY
 
