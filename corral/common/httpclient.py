@@ -201,6 +201,9 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = False
         self._paused = False
         self._message_done = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None
+        self._limit = 0.0
 
     @property
     def alive(self) -> bool:
@@ -230,6 +233,10 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self._deadline = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         response = self._response
         if self._head is not None:
             if self.reused and not self._received:
@@ -263,6 +270,7 @@ class _Connection(asyncio.Protocol):
             self._headers = {}
             return
         self._keep_alive = self._parser.should_keep_alive()
+        self._deadline = None
         response = Response(self, status, self._headers)
         self._headers = {}
         self._response = response
@@ -287,17 +295,51 @@ class _Connection(asyncio.Protocol):
     def _chunked(response: Response) -> bool:
         return "chunked" in response.headers.get("transfer-encoding", "").lower()
 
-    def send(self, data: bytes) -> asyncio.Future[Response]:
+    def send(self, data: bytes, limit: float | None) -> asyncio.Future[Response]:
+        """Write a request; the future gets the answer's head, or ``ClientTimeout`` when it
+        does not come within ``limit`` seconds (None: no bound)."""
         assert self.transport is not None
-        self._head = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._head = loop.create_future()
         self._response = None
         self._received = False
         self._head_bytes = 0
         self._message_done = False
+        if limit is not None:
+            self._watch(loop, limit)
         self.transport.write(data)
         return self._head
 
+    def _watch(self, loop: asyncio.AbstractEventLoop, limit: float) -> None:
+        """Set the deadline for the answer's head. The connection keeps one timer: it is moved
+        only when a deadline comes earlier, and one that fires early re-arms itself for the
+        deadline then set, so requests in a row do not make and cancel a timer each."""
+        deadline = self._deadline = loop.time() + limit
+        self._limit = limit
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return
+            timer.cancel()
+        self._timer = loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < deadline:
+            self._timer = loop.call_at(deadline, self._expire)
+            return
+        self._deadline = None
+        head = self._head
+        if head is not None and not head.done():
+            origin = self._pool.origin
+            head.set_exception(ClientTimeout(f"{origin} did not answer within {self._limit:g}s"))
+
     def _fail(self, error: Exception) -> None:
+        self._deadline = None
         head, self._head = self._head, None
         if head is not None and not head.done():
             head.set_exception(error)
@@ -417,24 +459,15 @@ class OriginPool:
         if connection is None:
             connection = await self._connect()
         self._busy.add(connection)
-        waiter = connection.send(head)
+        waiter = connection.send(head, limit)
         if while_waiting is not None:
             _run_while_waiting(while_waiting)
-        loop = asyncio.get_running_loop()
-        timer = (
-            None
-            if limit is None
-            else loop.call_later(limit, _expire_head, waiter, self.origin, limit)
-        )
         try:
             response = await waiter
         except BaseException:
             connection.close()
             self._busy.discard(connection)
             raise
-        finally:
-            if timer is not None:
-                timer.cancel()
         response.wait_limit = limit
         return response
 
@@ -501,11 +534,6 @@ def _run_while_waiting(work: Callable[[], None]) -> None:
         work()
     except Exception:
         log.exception("work done while waiting for an answer failed")
-
-
-def _expire_head(waiter: asyncio.Future[Response], origin: str, timeout: float) -> None:
-    if not waiter.done():
-        waiter.set_exception(ClientTimeout(f"{origin} did not answer within {timeout:g}s"))
 
 
 class PoolSet:

@@ -305,6 +305,44 @@ async def test_an_answer_that_never_comes_times_out() -> None:
             await pool.request("GET", "/", wait_limit=0.2)
 
 
+async def _paced_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers GET / at once, GET /slow after half a second, and GET /never not at all."""
+    while True:
+        try:
+            head = await _read_head(reader)
+        except asyncio.IncompleteReadError:
+            break
+        if head.startswith(b"GET /never "):
+            await reader.read()  # returns when the client gives up
+            break
+        if head.startswith(b"GET /slow "):
+            await asyncio.sleep(0.5)  # a slow server, not a wait for the test
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+    writer.close()
+
+
+async def test_a_shorter_wait_limit_on_a_reused_connection_still_applies() -> None:
+    async with _pool_to(_paced_server) as pool:
+        async with await pool.request("GET", "/", wait_limit=60) as response:
+            assert await response.read() == b"ok"
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(ClientTimeout, match=r"did not answer within 0\.2s"):
+            await pool.request("GET", "/never", wait_limit=0.2)
+        assert asyncio.get_running_loop().time() - started < 30  # not the first request's 60s
+
+
+async def test_an_earlier_requests_deadline_does_not_cut_off_a_later_one() -> None:
+    async with _pool_to(_paced_server) as pool:
+        async with await pool.request("GET", "/", wait_limit=0.3) as response:
+            assert await response.read() == b"ok"
+        # answered after the first request's deadline has passed, within its own
+        async with await pool.request("GET", "/slow", wait_limit=WAIT) as response:
+            assert await response.read() == b"ok"
+        async with await pool.request("GET", "/", wait_limit=WAIT) as response:
+            assert await response.read() == b"ok"
+
+
 @pytest.mark.parametrize(
     ("answer", "message"),
     [
