@@ -13,7 +13,6 @@ than ``HIGH_WATER`` bytes wait for the consumer.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import re
 import ssl
@@ -77,12 +76,17 @@ class Response:
         self._error: ClientFailure | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._released = False
+        self._content_type: str | None = None
         self.wait_limit: float | None = None
 
-    @functools.cached_property
+    @property
     def content_type(self) -> str:
         """The media type, lower-cased, without parameters ("" when absent)."""
-        return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        known = self._content_type
+        if known is None:
+            raw = self.headers.get("content-type", "")
+            known = self._content_type = raw.split(";", 1)[0].strip().lower()
+        return known
 
     @property
     def content_length(self) -> int | None:

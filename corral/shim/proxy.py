@@ -259,6 +259,8 @@ async def _admit(request: Request, exchange: Exchange) -> bytes:
                 verdict.error_data(),
             )
         )
+    if not runtime.filters:
+        return body
     return await _request_filters(exchange, message, body)
 
 
