@@ -107,13 +107,24 @@ _STRICT_DECODER = json.JSONDecoder(
 
 
 def decode_json(body: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
-    """Decode one JSON document strictly: size-limited, no duplicate keys, no NaN/Infinity."""
+    """Decode one JSON document strictly: size-limited, no duplicate keys, no NaN/Infinity.
+
+    A body written exactly as orjson writes what it decodes to (compact, as MCP clients send)
+    cannot hold a repeated key, since the value written back would lack it; it is taken as
+    orjson decoded it. Any other body goes through the strict decoder that finds repeated keys.
+    """
     if len(body) > max_bytes:
         raise ProtocolError(
             INVALID_REQUEST,
             f"message of {len(body)} bytes exceeds the limit of {max_bytes} bytes",
             http_status=413,
         )
+    try:
+        value = orjson.loads(body)
+        if orjson.dumps(value) == body:
+            return value
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        pass  # the strict decoder says what is wrong, or takes what orjson does not
     try:
         return _STRICT_DECODER.decode(body.decode())
     except ProtocolError:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corral.mcp import jsonrpc
@@ -138,3 +140,47 @@ def test_any_json_value_is_classified_or_refused(value: object) -> None:
         assert result.code == jsonrpc.INVALID_REQUEST
     else:
         assert result.body == value
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_values)
+def test_compact_and_spaced_bodies_decode_as_the_standard_library_does(value: object) -> None:
+    for body in (orjson.dumps(value) if _orjson_writes(value) else b"", json.dumps(value).encode()):
+        if body:
+            assert jsonrpc.decode_json(body) == json.loads(body)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=5), json_values, min_size=1, max_size=4), st.data())
+def test_a_repeated_key_is_refused_however_the_body_is_written(
+    members: dict[str, object], data: st.DataObject
+) -> None:
+    key = data.draw(st.sampled_from(sorted(members)))
+    compact = json.dumps(members, separators=(",", ":"), ensure_ascii=False).encode()
+    repeated = compact[:-1] + b"," + json.dumps(key, ensure_ascii=False).encode() + b":null}"
+    with pytest.raises(ProtocolError, match="duplicate JSON key"):
+        jsonrpc.decode_json(repeated)
+    spaced = repeated.replace(b'":', b'": ')
+    with pytest.raises(ProtocolError, match="duplicate JSON key"):
+        jsonrpc.decode_json(spaced)
+
+
+def _orjson_writes(value: object) -> bool:
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return False  # an integer past 64 bits: the body is written by json.dumps only
+    return True
