@@ -53,7 +53,8 @@ _KIND_FIELD: Mapping[ItemKind, str] = {
 }
 _SERVER_CACHE_MAX = 4096
 _VIEW_CACHE_MAX = 16384
-_DECIDED_MAX = 1024
+_DECIDED_MAX = 64
+"""Decisions a view keeps (a caller uses a few tools again and again; views are many)."""
 
 
 @dataclass(frozen=True)
