@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from corral.api.policy import Caller, PolicyIndex, Request, ServerRef
+from corral.api.policy.index import _DECIDED_MAX
 from tests.api.policy_helpers import ALICE, BOB, SERVER, allow, call, deny, make_policy
 
 
@@ -382,3 +383,6 @@ def test_kept_decisions_are_per_caller_and_bounded() -> None:
         assert call(index, f"t{number}")
         assert not call(index, f"t{number}", caller=BOB)
         assert not call(index, f"x{number}")
+    views = [view for table in index._tables.values() for view in table.views.values()]
+    assert len(views) == 2  # one per caller
+    assert all(0 < len(view.decided) <= _DECIDED_MAX for view in views)
