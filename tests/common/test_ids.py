@@ -1,3 +1,7 @@
+"""Request and audit event ids: random, unique, read from the CSPRNG in batches."""
+
+from __future__ import annotations
+
 import pytest
 
 from corral.common.ids import RandomIds
