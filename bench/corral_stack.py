@@ -18,7 +18,6 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from secrets import token_urlsafe
 from typing import Any
 
 import asyncpg
@@ -29,6 +28,7 @@ from corral.common.assertion import (
     SECRET_HEADER,
     generate_signing_key,
     mint_assertion,
+    new_secrets,
     public_jwk,
     use_of,
 )
@@ -92,7 +92,7 @@ class Shim:
         """The identity headers of one request as the gateway sends them: an assertion signed
         for a run of ``SECRETS_PER_ASSERTION`` requests, and the secret of this one's use."""
         if not self._uses:
-            batch = [token_urlsafe(16) for _ in range(SECRETS_PER_ASSERTION)]
+            batch = new_secrets(SECRETS_PER_ASSERTION)
             token = self.assertion(batch)
             self._uses = [
                 {ASSERTION_HEADER: token, SECRET_HEADER: use_of(index, secret)}

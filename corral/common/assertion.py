@@ -28,6 +28,7 @@ import binascii
 import functools
 import hashlib
 import hmac
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -50,6 +51,7 @@ SECRET_HEADER = "Corral-Identity-Assertion-Secret"
 """The header with the use of an assertion a request makes: `<index>.<secret>`, the secret whose
 digest is at that index in the assertion's `secrets_sha256` claim."""
 MAX_SECRETS = 64
+SECRET_BYTES = 16
 MAX_VERIFIED = 1024
 MAX_LIFETIME_SECONDS = 60
 ALGORITHM = "ES256"
@@ -168,9 +170,22 @@ def mint_assertion(
     return f"{signing_input}.{_b64url(signature)}"
 
 
+def new_secrets(count: int) -> list[str]:
+    """``count`` secrets for one assertion, ``SECRET_BYTES`` random bytes each in base64url (as
+    ``secrets.token_urlsafe`` writes them), from one read of the operating system's CSPRNG."""
+    raw = os.urandom(SECRET_BYTES * count)
+    return [
+        _b64url(raw[start : start + SECRET_BYTES]) for start in range(0, len(raw), SECRET_BYTES)
+    ]
+
+
+def _secret_hash(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
+
+
 def secret_digest(secret: str) -> str:
     """What an assertion's `secrets_sha256` claim holds for a secret."""
-    return _b64url(hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest())
+    return _b64url(_secret_hash(secret))
 
 
 def use_of(index: int, secret: str) -> str:
@@ -430,7 +445,6 @@ def _secret_index(committed: tuple[bytes, ...], use: str | None) -> int:
     index = int(index_text)
     if index >= len(committed):
         raise InvalidAssertionError("assertion secret index out of range")
-    presented = hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
-    if not hmac.compare_digest(presented, committed[index]):
+    if not hmac.compare_digest(_secret_hash(secret), committed[index]):
         raise InvalidAssertionError("assertion presented without a secret it commits to")
     return index

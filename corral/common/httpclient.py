@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 import httptools
 from aiohttp.abc import AbstractResolver
 
+from corral.common.deadline import Deadline
+
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 MAX_HEAD_BYTES = 64 * 1024
@@ -205,8 +207,7 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = False
         self._paused = False
         self._message_done = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._deadline: float | None = None
+        self._deadline = Deadline(asyncio.get_running_loop(), self._head_timed_out)
         self._limit = 0.0
 
     @property
@@ -237,10 +238,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        self._deadline = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline.cancel()
         response = self._response
         if self._head is not None:
             if self.reused and not self._received:
@@ -274,7 +272,7 @@ class _Connection(asyncio.Protocol):
             self._headers = {}
             return
         self._keep_alive = self._parser.should_keep_alive()
-        self._deadline = None
+        self._deadline.clear()
         response = Response(self, status, self._headers)
         self._headers = {}
         self._response = response
@@ -303,47 +301,25 @@ class _Connection(asyncio.Protocol):
         """Write a request; the future gets the answer's head, or ``ClientTimeout`` when it
         does not come within ``limit`` seconds (None: no bound)."""
         assert self.transport is not None
-        loop = asyncio.get_running_loop()
-        self._head = loop.create_future()
+        self._head = asyncio.get_running_loop().create_future()
         self._response = None
         self._received = False
         self._head_bytes = 0
         self._message_done = False
         if limit is not None:
-            self._watch(loop, limit)
+            self._limit = limit
+            self._deadline.set(limit)
         self.transport.write(data)
         return self._head
 
-    def _watch(self, loop: asyncio.AbstractEventLoop, limit: float) -> None:
-        """Set the deadline for the answer's head. The connection keeps one timer: it is moved
-        only when a deadline comes earlier, and one that fires early re-arms itself for the
-        deadline then set, so requests in a row do not make and cancel a timer each."""
-        deadline = self._deadline = loop.time() + limit
-        self._limit = limit
-        timer = self._timer
-        if timer is not None:
-            if timer.when() <= deadline:
-                return
-            timer.cancel()
-        self._timer = loop.call_at(deadline, self._expire)
-
-    def _expire(self) -> None:
-        self._timer = None
-        deadline = self._deadline
-        if deadline is None:
-            return
-        loop = asyncio.get_running_loop()
-        if loop.time() < deadline:
-            self._timer = loop.call_at(deadline, self._expire)
-            return
-        self._deadline = None
+    def _head_timed_out(self) -> None:
         head = self._head
         if head is not None and not head.done():
             origin = self._pool.origin
             head.set_exception(ClientTimeout(f"{origin} did not answer within {self._limit:g}s"))
 
     def _fail(self, error: Exception) -> None:
-        self._deadline = None
+        self._deadline.clear()
         head, self._head = self._head, None
         if head is not None and not head.done():
             head.set_exception(error)

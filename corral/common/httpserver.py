@@ -25,6 +25,8 @@ from typing import cast
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from corral.common.deadline import Deadline
+
 log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 64 * 1024
@@ -97,8 +99,7 @@ class _Connection(asyncio.Protocol):
         self._reading = False
         self._queue: deque[tuple[Request, bool]] = deque()
         self._worker: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._deadline: float | None = None
+        self._deadline = Deadline(self._loop, self._expire)
         self._writable: asyncio.Future[None] | None = None
         self._paused_writing = False
         self._closing = False
@@ -108,7 +109,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         self._server.connections.add(self)
-        self._arm(self._server.idle_timeout)
+        self._deadline.set(self._server.idle_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -124,10 +125,7 @@ class _Connection(asyncio.Protocol):
         self._transport = None
         self._closing = True
         self._server.connections.discard(self)
-        self._deadline = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline.cancel()
         if self._worker is not None and not self._worker.done():
             self._worker.cancel()
         self._wake_writer()
@@ -151,7 +149,7 @@ class _Connection(asyncio.Protocol):
         self._oversized = False
         self._reading = True
         if not self._queue and self._worker is None:
-            self._arm(self._server.read_timeout)
+            self._deadline.set(self._server.read_timeout)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -219,7 +217,7 @@ class _Connection(asyncio.Protocol):
 
     def _enqueue(self, request: Request, keep_alive: bool) -> None:
         self._queue.append((request, keep_alive))
-        self._deadline = None
+        self._deadline.clear()
         if len(self._queue) > MAX_QUEUED and self._transport is not None:
             self._transport.pause_reading()
         if self._worker is None:
@@ -235,7 +233,7 @@ class _Connection(asyncio.Protocol):
         finally:
             self._worker = None
         if not self._closing:
-            self._arm(self._server.idle_timeout)
+            self._deadline.set(self._server.idle_timeout)
 
     async def _answer(self, request: Request, keep_alive: bool) -> None:
         try:
@@ -296,27 +294,9 @@ class _Connection(asyncio.Protocol):
 
     # closing
 
-    def _arm(self, seconds: float) -> None:
-        """Set the connection's one deadline. The timer behind it is moved only when the new
-        deadline comes before it; one that fires early re-arms itself for the deadline then set,
-        so a busy connection does not make and cancel timers for every request."""
-        deadline = self._deadline = self._loop.time() + seconds
-        timer = self._timer
-        if timer is not None:
-            if timer.when() <= deadline:
-                return
-            timer.cancel()
-        self._timer = self._loop.call_at(deadline, self._expire)
-
     def _expire(self) -> None:
-        self._timer = None
-        deadline = self._deadline
-        if deadline is None:
-            return
-        if self._loop.time() < deadline:
-            self._timer = self._loop.call_at(deadline, self._expire)
-            return
-        self._deadline = None
+        """The connection's deadline passed: a request still arriving gets 408, an idle
+        connection closes (one answering is left to finish)."""
         if self._worker is None and not self._queue:
             if self._reading:
                 self._refuse(408, "the request did not arrive in time")

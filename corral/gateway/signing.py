@@ -16,8 +16,6 @@ getting old, so a run of requests rarely waits for a signature.
 
 from __future__ import annotations
 
-import base64
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,7 +24,13 @@ from typing import Any, NamedTuple
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from corral.common.assertion import MAX_LIFETIME_SECONDS, mint_assertion, public_jwk, use_of
+from corral.common.assertion import (
+    MAX_LIFETIME_SECONDS,
+    mint_assertion,
+    new_secrets,
+    public_jwk,
+    use_of,
+)
 from corral.gateway.authn import Principal
 
 SECRETS_PER_ASSERTION = 32
@@ -34,19 +38,7 @@ MAX_AGE = 20.0
 MAX_CALLERS = 1024
 PREPARED_PER_WAIT = 4
 
-SECRET_BYTES = 16
-
 _CallerKey = tuple[str, str | None, tuple[str, ...], str, str]
-
-
-def new_secrets(count: int) -> list[str]:
-    """``count`` secrets of ``SECRET_BYTES`` random bytes each, base64url without padding (as
-    ``secrets.token_urlsafe`` writes them), from one read of the operating system's CSPRNG."""
-    raw = os.urandom(SECRET_BYTES * count)
-    return [
-        base64.urlsafe_b64encode(raw[start : start + SECRET_BYTES]).rstrip(b"=").decode()
-        for start in range(0, len(raw), SECRET_BYTES)
-    ]
 
 
 def _caller_key(principal: Principal, audience: str) -> _CallerKey:

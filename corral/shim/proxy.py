@@ -259,9 +259,10 @@ async def _admit(request: Request, exchange: Exchange) -> bytes:
                 verdict.error_data(),
             )
         )
-    if not runtime.filters:
+    tool = target[1] if target is not None else None
+    if not runtime.filters.selects("request", message.method, tool):
         return body
-    return await _request_filters(exchange, message, body)
+    return await _request_filters(exchange, message, tool, body)
 
 
 def _client_info(message: Message) -> tuple[str | None, str | None]:
@@ -279,12 +280,12 @@ def _client_info(message: Message) -> tuple[str | None, str | None]:
     )
 
 
-async def _request_filters(exchange: Exchange, message: Message, body: bytes) -> bytes:
+async def _request_filters(
+    exchange: Exchange, message: Message, tool: str | None, body: bytes
+) -> bytes:
+    """Run the request filters that select this message (the caller checked that some do)."""
     runtime = exchange.runtime
     assert message.method is not None
-    tool = exchange.target[1] if exchange.target else None
-    if not runtime.filters.selects("request", message.method, tool):
-        return body
     outcome = await runtime.filters.run(
         exchange.state.egress_http,
         "request",

@@ -12,19 +12,19 @@ import time
 import pytest
 
 from corral.common.assertion import (
+    SECRET_BYTES,
     AssertionVerifier,
     InvalidAssertionError,
     generate_signing_key,
+    new_secrets,
 )
 from corral.gateway.authn import Principal
 from corral.gateway.signing import (
     MAX_CALLERS,
     PREPARED_PER_WAIT,
-    SECRET_BYTES,
     SECRETS_PER_ASSERTION,
     AssertionSigner,
     Minted,
-    new_secrets,
 )
 
 ISSUER = "https://corral.test"
