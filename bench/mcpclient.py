@@ -31,7 +31,9 @@ class Session:
             "method": "tools/call",
             "params": {"name": tool, "arguments": dict(arguments)},
         }
-        return json.dumps(message).encode()
+        # compact, as the MCP SDK clients write it (the Python SDK's HTTP client and the
+        # TypeScript SDK's JSON.stringify)
+        return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class HttpError(RuntimeError):

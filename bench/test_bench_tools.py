@@ -13,7 +13,16 @@ from bench import mcpclient
 from bench.common import LOOPBACK, PYTHON, ROOT, Processes, free_port, processes
 from bench.report import render
 from bench.scenarios import target
-from bench.scenarios.overhead import merged, round_added_p50, round_ratio
+from bench.scenarios.overhead import (
+    REFERENCE,
+    merged,
+    reference_added,
+    reference_ratio,
+    reference_scale,
+    round_added_p50,
+    round_ratio,
+    scaled_targets,
+)
 from bench.wrk import Load, run_wrk
 
 
@@ -117,3 +126,60 @@ def test_rounds_are_merged_and_compared_within_each_round() -> None:
     assert round_ratio(measured, "shim", 1) == 0.45
     assert round(round_added_p50(measured, "shim", 1) or 0, 3) == 0.4
     assert round_ratio(measured, "gateway+shim", 1) is None
+
+
+def test_the_reference_proxy_carries_a_session_and_its_calls(
+    fast_upstream: tuple[Processes, str, int],
+) -> None:
+    stack, base, upstream_pid = fast_upstream
+    port = free_port()
+    proxy = stack.start(
+        "reference", [PYTHON, "-m", "bench.reference_proxy", str(port), f"{base}/mcp"], cwd=ROOT
+    )
+    stack.wait_http(proxy, f"http://{LOOPBACK}:{port}/healthz")
+    session = mcpclient.initialize(f"http://{LOOPBACK}:{port}/mcp", dict)
+    assert "Mcp-Session-Id" in session.headers  # passed back from the upstream
+    result = mcpclient.call_once(f"http://{LOOPBACK}:{port}/mcp", session, {}, "echo", {})
+    assert result["content"] == [{"type": "text", "text": "ok"}]
+    load = run_wrk(
+        f"http://{LOOPBACK}:{port}/mcp",
+        session.body("echo", {}),
+        session.headers,
+        connections=2,
+        seconds=1,
+        target_pids={"proxy": proxy.pid, "upstream": upstream_pid},
+    )
+    assert load.requests > 0
+    assert load.non2xx == 0
+    assert load.cpu_us_per_request["proxy"] > 0
+
+
+def test_scaled_targets_compare_with_the_reference_within_each_round() -> None:
+    def rounds(*pairs: tuple[float, float]) -> dict[str, object]:
+        return {"rounds": [{"rps": rps, "p50Ms": p50} for rps, p50 in pairs]}
+
+    measured = {
+        "direct": {
+            "c1": rounds((1, 0.1), (1, 0.2), (1, 0.1)),
+            "c16": rounds((1000, 1), (800, 1), (1000, 1)),
+        },
+        REFERENCE: {
+            "c1": rounds((1, 0.6), (1, 0.9), (1, 0.5)),
+            "c16": rounds((250, 1), (200, 1), (240, 1)),
+        },
+        "shim": {
+            "c1": rounds((1, 0.5), (1, 0.5), (1, 0.5)),
+            "c16": rounds((300, 1), (260, 1), (250, 1)),
+        },
+    }
+    # rates over the reference's per round: 1.2, 1.3, 1.04; added p50 0.4/0.5, 0.3/0.7, 0.4/0.4
+    assert reference_ratio(measured, "shim") == 1.2
+    assert round(reference_added(measured, "shim") or 0, 3) == 0.8
+    assert reference_ratio(measured, "gateway+shim") is None
+    found = {t["name"]: t for t in scaled_targets(measured)}
+    assert found[f"shim / {REFERENCE}, 16 clients (scaled target)"]["goal"] == ">= 1.071"
+    assert found[f"shim / {REFERENCE}, 16 clients (scaled target)"]["met"]
+    assert found[f"p50 added by shim / by the {REFERENCE}, 1 client (scaled target)"]["met"]
+    assert not any("gateway" in name for name in found)
+    scale = reference_scale(measured)
+    assert list(scale.values()) == [0.25, 0.5]

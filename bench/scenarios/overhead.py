@@ -39,7 +39,12 @@ from bench.wrk import Load, run_wrk
 
 CONNECTIONS = (1, 16, 64)
 ROUNDS = 5
-CORRAL_PATHS = ("direct", "shim", "gateway+shim")
+REFERENCE = "aiohttp-proxy"
+"""The bare one-hop aiohttp proxy of the issues' "for scale" lines (bench/reference_proxy.py)."""
+REFERENCE_RATIO, REFERENCE_ADDED_MS = 0.42, 0.35
+"""What the issues say it kept of direct at 16 clients and added at one, where the targets were
+set; the targets derived from the scale keep the issues' proportions to it."""
+ROUND_PATHS = ("direct", "shim", "gateway+shim", REFERENCE)
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,18 @@ def start_upstreams(stack: Any) -> list[Upstream]:
             {"message": "hello"},
         ),
     ]
+
+
+def start_reference(stack: Any, upstream: Upstream) -> tuple[str, int]:
+    """The reference aiohttp proxy in front of ``upstream``: its MCP URL and pid."""
+    port = free_port()
+    process = stack.start(
+        f"{REFERENCE}-{upstream.name}",
+        [PYTHON, "-m", "bench.reference_proxy", str(port), upstream.url],
+        cwd=ROOT,
+    )
+    stack.wait_http(process, f"http://{LOOPBACK}:{port}/healthz")
+    return f"http://{LOOPBACK}:{port}/mcp", process.pid
 
 
 @dataclass(frozen=True)
@@ -206,8 +223,10 @@ def run(options: Options) -> dict[str, Any]:
         workdir = WORK / "overhead"
         workdir.mkdir(parents=True, exist_ok=True)
         corral = CorralStack(stack, dsn, workdir)
+        references: dict[str, tuple[str, int]] = {}
         for upstream in upstreams:
             corral.start_shim(upstream.name, upstream.url)
+            references[upstream.name] = start_reference(stack, upstream)
         gateway = corral.start_gateway()
         forges: dict[tuple[str, str], contextforge.ContextForge] = {}
         for upstream in upstreams:
@@ -251,6 +270,12 @@ def run(options: Options) -> dict[str, Any]:
                         "upstream": upstream.pid,
                     },
                 ),
+                Path(
+                    REFERENCE,
+                    references[upstream.name][0],
+                    {},
+                    {"proxy": references[upstream.name][1], "upstream": upstream.pid},
+                ),
             ]
             tools: dict[str, str] = {}
             for (name, variant_name), forge in forges.items():
@@ -265,15 +290,17 @@ def run(options: Options) -> dict[str, Any]:
                         )
                     )
             measured: dict[str, Any] = {}
-            corral_paths = [path for path in paths if path.name in CORRAL_PATHS]
+            round_paths = [path for path in paths if path.name in ROUND_PATHS]
             try:
                 measured.update(
-                    measure_rounds(corral_paths, upstream.tool, upstream.arguments, options)
+                    measure_rounds(round_paths, upstream.tool, upstream.arguments, options)
                 )
             except Exception as error:
-                results["notes"].append(f"{upstream.name}: direct, shim, gateway failed: {error}")
+                results["notes"].append(
+                    f"{upstream.name}: the paths measured in rounds failed: {error}"
+                )
             for path in paths:
-                if path.name in CORRAL_PATHS:
+                if path.name in ROUND_PATHS:
                     continue
                 try:
                     measured[path.name] = measure(
@@ -290,7 +317,10 @@ def run(options: Options) -> dict[str, Any]:
         results["auditEventsStored"] = corral.audit_counts()
     results["targets"] = targets(results["upstreams"].get("fast", {}))
     results["ratios"] = ratios(results["upstreams"])
-    results["figures"] = generator_headroom(results["upstreams"])
+    results["figures"] = {
+        **generator_headroom(results["upstreams"]),
+        **reference_scale(results["upstreams"].get("fast", {})),
+    }
     return results
 
 
@@ -309,6 +339,23 @@ def generator_headroom(upstreams: dict[str, Any]) -> dict[str, Any]:
         "fastest measured rate, req/s": fastest["rps"],
         "wrk capacity at its CPU per request (2 threads), req/s": round(capacity),
     }
+
+
+def reference_scale(fast: dict[str, Any]) -> dict[str, Any]:
+    """The reference proxy against direct in this run, beside what the issues say it measured
+    where the targets were set."""
+    figures: dict[str, Any] = {}
+    ratio = round_ratio(fast, REFERENCE, 16)
+    added = round_added_p50(fast, REFERENCE, 1)
+    if ratio is not None:
+        key = f"{REFERENCE} / direct, 16 clients (the issues' scale: {REFERENCE_RATIO})"
+        figures[key] = round(ratio, 3)
+    if added is not None:
+        key = (
+            f"p50 added by the {REFERENCE}, 1 client, ms (the issues' scale: {REFERENCE_ADDED_MS})"
+        )
+        figures[key] = round(added, 3)
+    return figures
 
 
 def _best_forge(measured: dict[str, Any], connections: int) -> str:
@@ -342,13 +389,40 @@ def _rounds(measured: dict[str, Any], path: str, connections: int) -> list[dict[
 
 
 def _per_round(
-    measured: dict[str, Any], path: str, connections: int, combine: Callable[[Any, Any], float]
+    measured: dict[str, Any],
+    path: str,
+    connections: int,
+    combine: Callable[[Any, Any], float],
+    base: str = "direct",
 ) -> float | None:
-    """The median over rounds of ``combine(path's run, direct's run)`` for runs of one round."""
-    mine, direct = _rounds(measured, path, connections), _rounds(measured, "direct", connections)
-    if not mine or len(mine) != len(direct):
+    """The median over rounds of ``combine(path's run, base's run)`` for runs of one round."""
+    mine, theirs = _rounds(measured, path, connections), _rounds(measured, base, connections)
+    if not mine or len(mine) != len(theirs):
         return None
-    return float(statistics.median(combine(a, b) for a, b in zip(mine, direct, strict=True)))
+    return float(statistics.median(combine(a, b) for a, b in zip(mine, theirs, strict=True)))
+
+
+def reference_ratio(measured: dict[str, Any], path: str) -> float | None:
+    """The path's rate at 16 clients over the reference proxy's, within each round; median."""
+    return _per_round(measured, path, 16, lambda a, b: a["rps"] / b["rps"], base=REFERENCE)
+
+
+def reference_added(measured: dict[str, Any], path: str) -> float | None:
+    """The one-client p50 the path adds to direct's over what the reference proxy adds, within
+    each round; median."""
+    added = {
+        name: [
+            a["p50Ms"] - b["p50Ms"]
+            for a, b in zip(
+                _rounds(measured, name, 1), _rounds(measured, "direct", 1), strict=False
+            )
+        ]
+        for name in (path, REFERENCE)
+    }
+    pairs = [(a, b) for a, b in zip(added[path], added[REFERENCE], strict=False) if b > 0]
+    if not pairs or len(added[path]) != len(added[REFERENCE]):
+        return None
+    return float(statistics.median(a / b for a, b in pairs))
 
 
 def round_ratio(measured: dict[str, Any], path: str, connections: int) -> float | None:
@@ -368,7 +442,7 @@ def ratios(upstreams: dict[str, Any]) -> dict[str, Any]:
     for name, measured in upstreams.items():
         for connections in CONNECTIONS:
             direct = _rps(measured, "direct", connections)
-            for path in ("shim", "gateway+shim"):
+            for path in ("shim", "gateway+shim", REFERENCE):
                 value = round_ratio(measured, path, connections)
                 if value is not None:
                     found[f"{name}/c{connections}/{path}:direct"] = round(value, 3)
@@ -449,4 +523,35 @@ def targets(fast: dict[str, Any]) -> list[dict[str, Any]]:
         found.append(
             target("p50 added by the shim, 1 client", shim_added, 0.4, at_least=False, unit=" ms")
         )
+    found.extend(scaled_targets(fast))
+    return found
+
+
+def scaled_targets(fast: dict[str, Any]) -> list[dict[str, Any]]:
+    """The same four goals against the reference proxy measured in the same rounds, in the
+    proportions the issues give (0.45 / 0.42 of its rate, 0.4 / 0.35 of its added latency for
+    the shim; 0.3 / 0.42 and 1.0 / 0.35 for gateway and shim): whether Corral is as much leaner
+    than a naive proxy as the targets ask, whatever this machine's scale."""
+    found = []
+    for path, ratio_goal, added_goal in (("shim", 0.45, 0.4), ("gateway+shim", 0.3, 1.0)):
+        ratio = reference_ratio(fast, path)
+        if ratio is not None:
+            found.append(
+                target(
+                    f"{path} / {REFERENCE}, 16 clients (scaled target)",
+                    ratio,
+                    round(ratio_goal / REFERENCE_RATIO, 3),
+                    at_least=True,
+                )
+            )
+        added = reference_added(fast, path)
+        if added is not None:
+            found.append(
+                target(
+                    f"p50 added by {path} / by the {REFERENCE}, 1 client (scaled target)",
+                    added,
+                    round(added_goal / REFERENCE_ADDED_MS, 3),
+                    at_least=False,
+                )
+            )
     return found
