@@ -132,30 +132,34 @@ class AuditEvent:
 
     def to_dict(self) -> dict[str, Any]:
         """The event on the wire: camelCase keys, unset fields left out."""
-        data = {
+        data: dict[str, Any] = {
             "id": self.id,
             "time": self.time,
             "namespace": self.namespace,
             "server": self.server,
             "direction": self.direction,
-            "method": self.method,
-            "requestId": self.request_id,
-            "rpcId": self.rpc_id,
-            "sessionId": self.session_id,
-            "user": self.user,
-            "email": self.email,
             "groups": list(self.groups),
-            "clientId": self.client_id,
-            "clientName": self.client_name,
-            "clientVersion": self.client_version,
-            self.target_kind or "target": self.target,
-            "arguments": self.arguments,
-            "result": self.result,
-            "decision": self.decision,
-            "filters": self.filters or None,
             "status": self.status,
-            "error": self.error,
-            "httpStatus": self.http_status,
-            "latencyMs": self.latency_ms,
         }
-        return {key: value for key, value in data.items() if value is not None}
+        for key, value in (
+            ("method", self.method),
+            ("requestId", self.request_id),
+            ("rpcId", self.rpc_id),
+            ("sessionId", self.session_id),
+            ("user", self.user),
+            ("email", self.email),
+            ("clientId", self.client_id),
+            ("clientName", self.client_name),
+            ("clientVersion", self.client_version),
+            (self.target_kind or "target", self.target),
+            ("arguments", self.arguments),
+            ("result", self.result),
+            ("decision", self.decision),
+            ("filters", self.filters or None),
+            ("error", self.error),
+            ("httpStatus", self.http_status),
+            ("latencyMs", self.latency_ms),
+        ):
+            if value is not None:
+                data[key] = value
+        return data

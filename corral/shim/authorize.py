@@ -15,10 +15,10 @@ from corral.api.policies import AccessPolicy
 from corral.api.policy import (
     USE_METHOD,
     Caller,
+    CallerDecisions,
     Decision,
     ItemSubset,
     PolicyIndex,
-    Request,
     ServerRef,
 )
 from corral.common.assertion import Identity
@@ -82,19 +82,34 @@ class PolicyAuthorizer:
         self._server = server
         self._subset = ItemSubset.compile(tools_allow, tools_deny)
         self.problems = self._index.problems
-        self._callers: dict[str, tuple[Identity, Caller]] = {}
+        self._callers: dict[str, tuple[Identity, Caller, CallerDecisions]] = {}
+        self._verdicts: dict[int, tuple[Decision, Verdict]] = {}
 
-    def _caller(self, identity: Identity) -> Caller:
-        """`caller_of`, kept per assertion (by jti, for that very identity), since one
-        assertion serves a run of requests; at most ``MAX_CALLERS`` are kept."""
+    def _caller(self, identity: Identity) -> tuple[Caller, CallerDecisions]:
+        """`caller_of` and the index's decisions for that caller, kept per assertion (by jti,
+        for that very identity), since one assertion serves a run of requests; at most
+        ``MAX_CALLERS`` are kept."""
         kept = self._callers.get(identity.jti)
         if kept is not None and kept[0] is identity:
-            return kept[1]
+            return kept[1], kept[2]
         caller = caller_of(identity)
+        decisions = self._index.for_caller(caller, self._server)
         if len(self._callers) >= MAX_CALLERS:
             self._callers.clear()
-        self._callers[identity.jti] = (identity, caller)
-        return caller
+        self._callers[identity.jti] = (identity, caller, decisions)
+        return caller, decisions
+
+    def _verdict(self, decision: Decision) -> Verdict:
+        """The verdict of a decision, made once per decision object (decisions the index
+        keeps come back as the same object); at most ``MAX_CALLERS`` are kept."""
+        kept = self._verdicts.get(id(decision))
+        if kept is not None and kept[0] is decision:
+            return kept[1]
+        verdict = _verdict(decision)
+        if len(self._verdicts) >= MAX_CALLERS:
+            self._verdicts.clear()
+        self._verdicts[id(decision)] = (decision, verdict)
+        return verdict
 
     def decide(
         self,
@@ -105,19 +120,18 @@ class PolicyAuthorizer:
     ) -> Verdict:
         if target is not None and target[0] is TargetKind.TOOL and not self._exposed(target[1]):
             return Verdict(False, f"tool {target[1]!r} is not exposed by this server", rule="tools")
-        caller = self._caller(identity)
+        decisions = self._caller(identity)[1]
         name = target[1] if target is not None else None
-        decision = self._index.decide(Request(caller, self._server, method, name, arguments))
-        verdict = _verdict(decision)
+        verdict = self._verdict(decisions.decide(method, name, arguments))
         if verdict.allowed and target is not None and method == "completion/complete":
             use = USE_METHOD[target[0].value]
-            verdict = _verdict(self._index.decide(Request(caller, self._server, use, name)))
+            verdict = self._verdict(decisions.decide(use, name, {}))
         return verdict
 
     def visible(self, identity: Identity, kind: TargetKind, name: str) -> bool:
         if kind is TargetKind.TOOL and not self._exposed(name):
             return False
-        caller = self._caller(identity)
+        caller = self._caller(identity)[0]
         items = self._index.filter_list(caller, self._server, kind.value, [name], key=str)
         return bool(items)
 

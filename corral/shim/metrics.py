@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from corral.common.metrics import Children
+from corral.common.metrics import LeanCounter, LeanHistogram
 
 MAX_METHODS = 64
 """Distinct method labels kept; methods beyond these (clients choose them) count as "other"."""
@@ -20,14 +20,14 @@ class ShimMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
-        self.messages = Counter(
-            "corral_shim_messages", "MCP messages handled", ["method", "status"], registry=r
+        self.messages = LeanCounter(
+            "corral_shim_messages", "MCP messages handled", ["method", "status"], r
         )
-        self.latency = Histogram(
-            "corral_shim_request_seconds", "Time to answer a request", ["method"], registry=r
+        self.latency = LeanHistogram(
+            "corral_shim_request_seconds", "Time to answer a request", ["method"], r
         )
-        self.denials = Counter(
-            "corral_shim_denials", "Messages denied by policy", ["method"], registry=r
+        self.denials = LeanCounter(
+            "corral_shim_denials", "Messages denied by policy", ["method"], r
         )
         self.filter_calls = Counter(
             "corral_shim_filter_calls", "Webhook filter calls", ["filter", "outcome"], registry=r
@@ -47,9 +47,6 @@ class ShimMetrics:
         self.config_reloads = Counter(
             "corral_shim_config_reloads", "Configuration reloads", ["outcome"], registry=r
         )
-        self._messages = Children(self.messages)
-        self._latency = Children(self.latency)
-        self._denials = Children(self.denials)
         self._methods: set[str] = set()
 
     def _method(self, method: str) -> str:
@@ -62,12 +59,12 @@ class ShimMetrics:
 
     def message(self, method: str, status: str) -> None:
         """Count one message."""
-        self._messages(self._method(method), status).inc()
+        self.messages.inc(self._method(method), status)
 
     def answered(self, method: str, seconds: float) -> None:
         """Record the time to answer one request."""
-        self._latency(self._method(method)).observe(seconds)
+        self.latency.observe(seconds, self._method(method))
 
     def denied(self, method: str) -> None:
         """Count one message denied by policy."""
-        self._denials(self._method(method)).inc()
+        self.denials.inc(self._method(method))

@@ -386,3 +386,30 @@ def test_kept_decisions_are_per_caller_and_bounded() -> None:
     views = [view for table in index._tables.values() for view in table.views.values()]
     assert len(views) == 2  # one per caller
     assert all(0 < len(view.decided) <= _DECIDED_MAX for view in views)
+
+
+def test_decisions_for_one_caller_are_the_index_decisions() -> None:
+    index = PolicyIndex.build(
+        [
+            make_policy(
+                allow(tools=["*"]),
+                deny(tools=["write"], when="args.path.startsWith('/etc')"),
+                allow(tools=["read"], when="args.path.startsWith('/tmp')", name="tmp"),
+                allow(methods=["resources/read"], resources=["file:///pub/*"]),
+            )
+        ]
+    )
+    asked = [
+        ("tools/call", "write", {"path": "/tmp/x"}),
+        ("tools/call", "write", {"path": "/etc/passwd"}),
+        ("tools/call", "read", {"path": "/etc/passwd"}),
+        ("tools/call", "list", {}),
+        ("resources/read", "file:///pub/a", {}),
+        ("resources/read", "file:///etc/shadow", {}),
+        ("initialize", None, {}),
+    ]
+    for caller in (ALICE, BOB):
+        decisions = index.for_caller(caller, SERVER)
+        for method, name, args in asked + asked[::-1] + asked:  # kept ones asked again
+            expected = index.decide(Request(caller, SERVER, method, name, args))
+            assert decisions.decide(method, name, args) == expected, (caller, method, name, args)

@@ -169,6 +169,19 @@ def test_an_assertion_with_secrets_is_checked_in_full_once_then_each_use_once(
         check.verify(tampered, uses[0])
 
 
+def test_a_remembered_signature_under_other_claims_is_checked_in_full() -> None:
+    check = verifier()
+    token, uses = with_secrets(subject="alice")
+    check.verify(token, uses[0])  # remembered now, by its signature segment
+    header, _, signature = token.split(".")
+    claims = {**claims_of(token), "sub": "root"}
+    forged = f"{header}.{b64(orjson.dumps(claims))}.{signature}"
+    with pytest.raises(InvalidAssertionError, match="does not verify"):
+        check.verify(forged, uses[1])
+    assert check.verify(token, uses[1]).subject == "alice"  # the forgery used nothing up
+    assert check.remembered == 1
+
+
 @pytest.mark.parametrize(
     "use",
     [

@@ -50,3 +50,32 @@ def test_kept_callers_are_bounded_and_decisions_hold_past_the_bound() -> None:
         verdict = check.decide(identity(f"jti-{index}", *groups), "tools/call", ECHO, {})
         assert verdict.allowed is (index % 2 == 0)
     assert len(check._callers) <= MAX_CALLERS
+
+
+def test_verdicts_follow_each_decision_of_a_when_over_the_arguments() -> None:
+    policy = AccessPolicy.model_validate(
+        {
+            "metadata": {"name": "paths", "namespace": "team"},
+            "spec": {
+                "subjects": [{"group": "readers"}],
+                "targets": {"servers": ["files"]},
+                "rules": [
+                    {"effect": "Allow", "methods": ["tools/call"], "tools": ["read"]},
+                    {
+                        "name": "no-etc",
+                        "effect": "Deny",
+                        "methods": ["tools/call"],
+                        "tools": ["read"],
+                        "when": "args.path.startsWith('/etc')",
+                    },
+                ],
+            },
+        }
+    )
+    check = PolicyAuthorizer([policy], ServerRef("team", "files"))
+    reader = identity("jti-1", "readers")
+    for _ in range(3):
+        allowed = check.decide(reader, "tools/call", ECHO, {"path": "/tmp/a"})
+        denied = check.decide(reader, "tools/call", ECHO, {"path": "/etc/passwd"})
+        assert (allowed.allowed, allowed.rule) == (True, "rules[0]")
+        assert (denied.allowed, denied.rule, denied.policy) == (False, "no-etc", "team/paths")

@@ -14,7 +14,7 @@ Semantics are documented in `corral.api.policy.index` (decisions) and `corral.ap
 """
 
 from corral.api.policy.expressions import VARIABLES as CEL_VARIABLES
-from corral.api.policy.index import PolicyIndex
+from corral.api.policy.index import CallerDecisions, PolicyIndex
 from corral.api.policy.model import (
     CALL_METHODS,
     SESSION_METHODS,
@@ -34,6 +34,7 @@ __all__ = [
     "SESSION_METHODS",
     "USE_METHOD",
     "Caller",
+    "CallerDecisions",
     "Decision",
     "GlobSet",
     "ItemKind",
