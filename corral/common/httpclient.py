@@ -65,6 +65,46 @@ def _check_header(name: str, value: str, known_names: set[str]) -> None:
         raise ValueError(f"header {name!r} has characters HTTP does not allow")
 
 
+class _Slots:
+    """At most ``size`` requests at once; the others wait in arrival order (the rule of
+    ``asyncio.Semaphore``, whose every acquire costs a generator scan of its waiters)."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_take(self) -> bool:
+        """Take a slot if one is free and nobody waits for one."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        """Wait for a slot (handed over by `give`)."""
+        if self.try_take():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.give()  # handed a slot, then cancelled: pass it on
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+
+    def give(self) -> None:
+        """Free a slot: to the first waiter still waiting, else back to the pool."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+
 class Response:
     """One answer: status and headers at once, the body as it arrives."""
 
@@ -373,7 +413,7 @@ class OriginPool:
         self._tls = (ssl_context or ssl.create_default_context()) if https else None
         self._resolver = resolver
         self._connect_timeout = connect_timeout
-        self._slots = asyncio.Semaphore(max_connections)
+        self._slots = _Slots(max_connections)
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
         self._closed = False
@@ -398,14 +438,15 @@ class OriginPool:
         if self._closed:
             raise ClientFailure(f"the client for {self.origin} is closed")
         head = self._encode(method, target, headers, body)
-        await self._slots.acquire()
+        if not self._slots.try_take():
+            await self._slots.take()
         try:
             try:
                 return await self._exchange(head, wait_limit, while_waiting, fresh=False)
             except _Retry:
                 return await self._exchange(head, wait_limit, None, fresh=True)
         except BaseException:
-            self._slots.release()
+            self._slots.give()
             raise
 
     def _encode(
@@ -486,7 +527,7 @@ class OriginPool:
     def done(self, connection: _Connection, *, reusable: bool) -> None:
         """A response was released: its request's slot frees, its connection idles or goes."""
         self._busy.discard(connection)
-        self._slots.release()
+        self._slots.give()
         if not reusable:
             return
         if self._closed:

@@ -252,6 +252,30 @@ async def test_a_cancelled_request_frees_its_slot(served: Served) -> None:
         await pool.close()
 
 
+async def test_a_request_cancelled_while_waiting_for_a_slot_gives_up_its_turn(
+    served: Served,
+) -> None:
+    pool = OriginPool(served.url, max_connections=1)
+    try:
+        holding = asyncio.create_task(pool.request("GET", "/held"))
+        await _wait_until(lambda: served.in_flight == 1)
+        queued = asyncio.create_task(pool.request("GET", "/echo"))
+        await _wait_until(lambda: len(pool._slots._waiters) == 1)
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        later = asyncio.create_task(pool.request("GET", "/echo", wait_limit=WAIT))
+        served.gate.set()
+        async with await holding as response:
+            assert await response.read() == b"released"
+        async with await later as response:  # the slot went to the request still waiting
+            assert response.status == 200
+        assert served.most_in_flight == 1
+    finally:
+        served.gate.set()
+        await pool.close()
+
+
 async def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
     answered: list[int] = []
     writers: list[asyncio.StreamWriter] = []
