@@ -20,7 +20,16 @@ DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2
 """prometheus_client's default histogram buckets (seconds), +Inf implied."""
 
 
-class LeanCounter:
+class _LeanMetric:
+    """Name, help and label names of a lean metric; registered once the subclass is ready."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = list(labelnames)
+
+
+class LeanCounter(_LeanMetric):
     """A counter with labels, exported as ``<name>_total``."""
 
     def __init__(
@@ -30,9 +39,7 @@ class LeanCounter:
         labelnames: Sequence[str],
         registry: CollectorRegistry,
     ) -> None:
-        self._name = name
-        self._documentation = documentation
-        self._labelnames = list(labelnames)
+        super().__init__(name, documentation, labelnames)
         self.counts: dict[tuple[str, ...], float] = {}
         registry.register(self)
 
@@ -48,7 +55,7 @@ class LeanCounter:
         yield family
 
 
-class LeanHistogram:
+class LeanHistogram(_LeanMetric):
     """A histogram with labels (or none), exported as ``<name>_bucket``, ``_count``, ``_sum``."""
 
     def __init__(
@@ -61,9 +68,7 @@ class LeanHistogram:
     ) -> None:
         if list(buckets) != sorted(set(buckets)) or not buckets or math.inf in buckets:
             raise ValueError("histogram buckets must be finite, distinct and ascending")
-        self._name = name
-        self._documentation = documentation
-        self._labelnames = list(labelnames)
+        super().__init__(name, documentation, labelnames)
         self._bounds = tuple(float(bound) for bound in buckets)
         self.series: dict[tuple[str, ...], list[float]] = {}
         """Per label set: the count of each bucket (the last one +Inf), then the sum."""
