@@ -1,16 +1,29 @@
-"""Random ids for requests and audit events, without a system call for each.
+"""Request ids, and random ids for requests and audit events without a system call for each.
 
 Rule: an id is 16 bytes from the operating system's CSPRNG, in hex, as ``secrets.token_hex(16)``
 gives; ``RandomIds`` reads them ``batch`` at a time, since a ``getrandom`` call per id is a
 measurable part of a proxied call. Ids are unique and unguessable, never secret: they appear in
-headers, logs and the audit log.
+headers, logs and the audit log. A request id the caller sends in ``X-Request-Id`` is kept when
+it is 1-128 characters of ``[A-Za-z0-9._:-]`` (``request_id``): the one rule of the gateway, which
+returns it and logs it, and of the shim, which records it in the audit event.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
 
 ID_BYTES = 16
+MAX_REQUEST_ID = 128
+_REQUEST_ID = re.compile(f"[A-Za-z0-9._:-]{{1,{MAX_REQUEST_ID}}}")
+
+
+def request_id(presented: str | None, new_id: Callable[[], str]) -> str:
+    """The caller's request id when well formed, otherwise ``new_id()``."""
+    if presented and _REQUEST_ID.fullmatch(presented) is not None:
+        return presented
+    return new_id()
 
 
 class RandomIds:

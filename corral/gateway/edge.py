@@ -5,7 +5,6 @@
   path trick can never reach another server.
 - ``origin_allowed``: DNS-rebinding defence. An absent ``Origin`` (non-browser clients) passes;
   a present one must be the gateway's own origin or listed in ``allowedOrigins``.
-- ``request_id``: accept a well-formed ``X-Request-Id`` or generate one (128 random bits, hex).
 - ``RateLimiter``: a token bucket per user. The limit is per replica: with N replicas behind a
   load balancer a user may reach up to N times the configured rate. It keeps no shared state
   on purpose (the hot path makes no network call); size ``ratePerSecond`` for one replica.
@@ -22,7 +21,6 @@ from urllib.parse import urlsplit
 
 NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 _RAW_ROUTE = re.compile(r"/mcp/([a-z0-9][-a-z0-9.]*)/([a-z0-9][-a-z0-9.]*)")
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def valid_route(raw_path: str) -> tuple[str, str] | None:
@@ -48,13 +46,6 @@ def origin_allowed(origin: str | None, allowed: Iterable[str]) -> bool:
     if origin is None:
         return True
     return origin.lower().rstrip("/") in {origin_of(item) for item in allowed}
-
-
-def request_id(presented: str | None, new_id: Callable[[], str]) -> str:
-    """The caller's request id when well formed, otherwise ``new_id()``."""
-    if presented is not None and _REQUEST_ID.fullmatch(presented):
-        return presented
-    return new_id()
 
 
 @dataclass

@@ -40,13 +40,13 @@ from multidict import CIMultiDictProxy
 from corral.common.assertion import ASSERTION_HEADER, SECRET_HEADER
 from corral.common.httpclient import ClientFailure, PoolSet, Response
 from corral.common.httpserver import LeanServer, Reply, Request, StreamReply, close_chunks
-from corral.common.ids import RandomIds
+from corral.common.ids import RandomIds, request_id
 from corral.gateway.activity import MAX_CAPTURE_BYTES, tool_names, tools_list_id
 from corral.gateway.appkeys import SETTINGS
 from corral.gateway.authn import Authenticator, Principal
 from corral.gateway.bearer import bearer_token, challenge
 from corral.gateway.directory import ServerDirectory, ServerEntry
-from corral.gateway.edge import RateLimiter, origin_allowed, origin_of, request_id, valid_route
+from corral.gateway.edge import RateLimiter, origin_allowed, origin_of, valid_route
 from corral.gateway.instances import InstanceManager, InstanceStarting
 from corral.gateway.metrics import GatewayMetrics
 from corral.gateway.sessions import SessionCodec

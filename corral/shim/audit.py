@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import copy
 import functools
-import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -23,16 +22,6 @@ import orjson
 
 PayloadMode = Literal["none", "metadata", "full"]
 REDACTED = "[REDACTED]"
-MAX_REQUEST_ID = 128
-_REQUEST_ID = re.compile(f"[!-~]{{1,{MAX_REQUEST_ID}}}")
-
-
-def http_request_id(presented: str | None, new_id: Callable[[], str]) -> str:
-    """The caller's ``X-Request-Id`` when it is 1-128 visible ASCII characters, else
-    ``new_id()``."""
-    if presented and _REQUEST_ID.fullmatch(presented) is not None:
-        return presented
-    return new_id()
 
 
 def utc_timestamp(now: float) -> str:

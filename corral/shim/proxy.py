@@ -24,6 +24,7 @@ from corral.common.assertion import (
 )
 from corral.common.httpclient import ClientFailure, Response
 from corral.common.httpserver import Reply, Request, StreamReply
+from corral.common.ids import request_id
 from corral.mcp import eras, jsonrpc, sse
 from corral.mcp.jsonrpc import Message, ProtocolError, RequestId
 from corral.mcp.targets import (
@@ -34,7 +35,7 @@ from corral.mcp.targets import (
     target_of,
     valid_name,
 )
-from corral.shim.audit import AuditEvent, http_request_id, payload
+from corral.shim.audit import AuditEvent, payload
 from corral.shim.runtime import Runtime, ShimState
 from corral.shim.tokens import TokenExchangeError
 
@@ -123,7 +124,7 @@ def _start(request: Request, state: ShimState) -> Exchange:
     event = AuditEvent(
         namespace=server.namespace,
         server=server.name,
-        request_id=http_request_id(request.headers.get(REQUEST_ID_HEADER), state.ids.next),
+        request_id=request_id(request.headers.get(REQUEST_ID_HEADER), state.ids.next),
         id=state.ids.next(),
     )
     _check_origin(request, runtime)

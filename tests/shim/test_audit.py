@@ -164,20 +164,20 @@ async def test_a_malformed_or_missing_request_id_is_replaced_by_a_fresh_one(
     ingest = Ingest(free_port())
     await ingest.start()
     shim = shim_factory(recording_upstream.url, audit=audit_config(ingest, tmp_path, "none"))
-    presented = {1: "has space", 2: "x" * 129, 3: None, 4: "ok:" + "~" * 125}
+    presented = {1: "has space", 2: "x" * 129, 3: None, 4: "ok:" + "a-1." * 31 + "z", 5: "<a>"}
     async with aiohttp.ClientSession() as http:
         for rpc_id, request_id in presented.items():
             headers = {} if request_id is None else {"X-Request-Id": request_id}
             await call(http, shim, rpc_id, headers)
-    await ingest.wait_for(lambda: len(ingest.calls) >= 4)
+    await ingest.wait_for(lambda: len(ingest.calls) >= 5)
     await ingest.stop()
     recorded = {event["rpcId"]: event["requestId"] for event in ingest.calls}
-    assert recorded[4] == presented[4], "128 visible ASCII characters are kept"
-    for rpc_id in (1, 2, 3):
+    assert recorded[4] == presented[4], "128 characters of [A-Za-z0-9._:-] are kept"
+    for rpc_id in (1, 2, 3, 5):
         assert recorded[rpc_id] != presented[rpc_id]
         assert len(recorded[rpc_id]) == 32
         assert recorded[rpc_id].isalnum()
-    assert len({recorded[1], recorded[2], recorded[3]}) == 3
+    assert len({recorded[1], recorded[2], recorded[3], recorded[5]}) == 4
 
 
 async def test_an_ingest_outage_loses_no_event_and_duplicates_none(
