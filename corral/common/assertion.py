@@ -10,8 +10,9 @@ Claims: `sub`, `email`, `groups`, `client_id` (the OAuth client or API key the c
 plus `client_name`/`client_version` when the gateway knows them.
 
 An assertion is used once. A plain one (`mint_assertion` without `secrets`) is single use by its
-`jti`. One minted with `secrets` commits to a list of them (claim `secrets_sha256`, their SHA-256
-digests) and serves one request per secret: each request carries the same token and, in
+`jti`. One minted with `secrets` commits to a list of them (claim `secrets_sha256`, the first
+16 bytes of each one's SHA-256, as OpenID Connect's `at_hash` keeps half of a digest) and serves
+one request per secret: each request carries the same token and, in
 `SECRET_HEADER`, the index and the secret of one use (`"3.<secret>"`), accepted once. A secret
 travels only with its own request, so whoever sees the token, or a secret already used, can make
 no request of their own with it. The gateway signs such an assertion for a run of one caller's
@@ -56,7 +57,9 @@ MAX_VERIFIED = 1024
 MAX_LIFETIME_SECONDS = 60
 ALGORITHM = "ES256"
 _COORDINATE_BYTES = 32
-_DIGEST_BYTES = 32
+_DIGEST_BYTES = 16
+"""How much of each secret's SHA-256 an assertion commits to: a secret is 16 random bytes, so
+finding another value with the same 16-byte digest is no easier than guessing the secret."""
 MAX_REMEMBERED_HEADERS = 64
 _ES256 = ec.ECDSA(hashes.SHA256())
 
@@ -180,7 +183,7 @@ def new_secrets(count: int) -> list[str]:
 
 
 def _secret_hash(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()[:_DIGEST_BYTES]
 
 
 def secret_digest(secret: str) -> str:
@@ -414,11 +417,12 @@ class _Verified:
     expires_at: int
     not_before: int
     committed: tuple[bytes, ...] | None
-    """The SHA-256 digests of the secrets, decoded."""
+    """The secrets' digests (``_DIGEST_BYTES`` of each SHA-256), decoded."""
 
 
 def _digests(claim: Any) -> tuple[bytes, ...] | None:
-    """The `secrets_sha256` claim's digests as bytes; each must be a base64url SHA-256."""
+    """The `secrets_sha256` claim's digests as bytes; each must be the base64url of the first
+    ``_DIGEST_BYTES`` bytes of a SHA-256."""
     if claim is None:
         return None
     if not (
@@ -433,8 +437,12 @@ def _digests(claim: Any) -> tuple[bytes, ...] | None:
         raise InvalidAssertionError(
             "assertion secrets_sha256 holds a digest that is not base64url"
         ) from None
-    if any(len(digest) != _DIGEST_BYTES for digest in digests):
-        raise InvalidAssertionError("assertion secrets_sha256 holds a digest that is not SHA-256")
+    for digest in digests:
+        if len(digest) != _DIGEST_BYTES:
+            raise InvalidAssertionError(
+                f"assertion secrets_sha256 holds a digest of {len(digest)} bytes, not the "
+                f"{_DIGEST_BYTES} this shim takes: gateway and shim versions may differ"
+            )
     return digests
 
 

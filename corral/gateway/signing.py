@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from corral.common.assertion import (
     MAX_LIFETIME_SECONDS,
+    MAX_SECRETS,
     mint_assertion,
     new_secrets,
     public_jwk,
@@ -33,7 +34,7 @@ from corral.common.assertion import (
 )
 from corral.gateway.authn import Principal
 
-SECRETS_PER_ASSERTION = 32
+SECRETS_PER_ASSERTION = MAX_SECRETS
 MAX_AGE = 20.0
 MAX_CALLERS = 1024
 PREPARED_PER_WAIT = 4

@@ -150,6 +150,26 @@ def with_secrets(count: int = 4, **overrides: object) -> tuple[str, list[str]]:
     return mint(secrets=batch, **overrides), [use_of(n, s) for n, s in enumerate(batch)]
 
 
+def test_an_assertion_commits_to_the_first_half_of_each_secrets_sha256() -> None:
+    token, _ = with_secrets(2)
+    expected = [b64(hashlib.sha256(f"secret-{n}".encode()).digest()[:16]) for n in range(2)]
+    assert claims_of(token)["secrets_sha256"] == expected
+
+
+def test_a_secret_sharing_only_part_of_the_committed_digest_is_refused() -> None:
+    """The shim compares all 16 committed bytes, not a prefix of them."""
+    secret = "secret-0"
+    digest = hashlib.sha256(secret.encode()).digest()[:16]
+    near = b64(digest[:15] + bytes([digest[15] ^ 1]))
+    token = mint()
+    claims = {**claims_of(token), "secrets_sha256": [near]}
+    header = orjson.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    signing_input = f"{b64(orjson.dumps(header))}.{b64(orjson.dumps(claims))}"
+    forged = f"{signing_input}.{b64(resign(signing_input))}"
+    with pytest.raises(InvalidAssertionError, match="without a secret it commits to"):
+        verifier().verify(forged, use_of(0, secret))
+
+
 def test_an_assertion_with_secrets_is_checked_in_full_once_then_each_use_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -230,9 +250,18 @@ def test_the_claims_of_a_remembered_assertion_are_checked_on_every_use() -> None
         ([1, 2], "a list of digests"),
         (["x"] * (MAX_SECRETS + 1), "a list of digests"),
         (["a+b/" * 11], "not base64url"),
-        ([b64(bytes(16))], "not SHA-256"),
+        ([b64(bytes(8))], "digest of 8 bytes"),
+        ([b64(bytes(32))], "digest of 32 bytes, not the 16 this shim takes"),
     ],
-    ids=["empty", "not-a-list", "not-strings", "too-many", "not-base64url", "short-digest"],
+    ids=[
+        "empty",
+        "not-a-list",
+        "not-strings",
+        "too-many",
+        "not-base64url",
+        "short-digest",
+        "whole-sha256-of-an-older-gateway",
+    ],
 )
 def test_a_malformed_list_of_secrets_is_refused(digests: object, reason: str) -> None:
     token = mint()
