@@ -5,9 +5,11 @@ Rule: real parts (wrk against the bench's own upstream process); no assertions o
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
+from aiohttp import web
 
 from bench import mcpclient
 from bench.common import LOOPBACK, PYTHON, ROOT, Processes, free_port, processes
@@ -23,7 +25,7 @@ from bench.scenarios.overhead import (
     round_ratio,
     scaled_targets,
 )
-from bench.wrk import Load, run_wrk
+from bench.wrk import Load, run_wrk, token_lines
 
 
 @pytest.fixture
@@ -71,6 +73,51 @@ def test_wrk_counts_error_statuses_and_hands_out_tokens(
     assert load.non2xx == load.requests > 0
     assert load.statuses == {"404": load.requests}
     assert load.ok_rps == 0
+
+
+async def test_wrk_threads_send_their_own_token_rows_each_at_most_once() -> None:
+    seen: list[tuple[str, str]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append((request.headers["X-Token"], request.headers["X-Secret"]))
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/mcp", record)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, LOOPBACK, port).start()
+    rows = [
+        {"X-Token": f"token-{n // 8}", "X-Secret": f"{n % 8}.secret-{n}"} for n in range(100_000)
+    ]
+    try:
+        load = await asyncio.to_thread(
+            run_wrk,
+            f"http://{LOOPBACK}:{port}/mcp",
+            b"{}",
+            {"Content-Type": "application/json"},
+            connections=2,
+            seconds=1,
+            target_pids={},
+            tokens=rows,
+        )
+    finally:
+        await runner.cleanup()
+    assert load.non2xx == 0
+    assert 2 < load.requests <= len(seen) <= load.requests + 2  # + those in flight at the end
+    assert len(set(seen)) == len(seen), "a row was sent twice"
+    assert set(seen) <= {(row["X-Token"], row["X-Secret"]) for row in rows}
+    # thread 1's first row, and thread 0's second (wrk checks the first on start-up)
+    assert {("token-0", "1.secret-1"), ("token-0", "2.secret-2")} <= set(seen)
+
+
+def test_token_lines_leave_out_repeated_values_and_refuse_unsendable_ones() -> None:
+    rows = [{"A": "t1", "B": "s1"}, {"A": "t1", "B": "s2"}, {"A": "t2", "B": "s2"}]
+    assert token_lines(rows, ["A", "B"]) == "t1\ts1\n\ts2\nt2\t\n"
+    for bad in ("", "two\tfields", "two\nlines"):
+        with pytest.raises(ValueError, match="non-empty, one line"):
+            token_lines([{"A": bad}], ["A"])
 
 
 def test_targets_compare_in_the_stated_direction() -> None:
