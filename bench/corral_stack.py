@@ -67,6 +67,13 @@ def embedded_postgres(name: str) -> Iterator[str]:
         server.cleanup()
 
 
+def postgres_pid(name: str) -> int:
+    """The postmaster of ``embedded_postgres(name)`` (its first line of ``postmaster.pid``);
+    its process tree is every Postgres process of that server."""
+    text = (WORK / "postgres" / name / "data" / "postmaster.pid").read_text()
+    return int(text.split("\n", 1)[0])
+
+
 @dataclass
 class Shim:
     name: str

@@ -4,6 +4,8 @@ gateway + shim (API key auth, policy, audit into Postgres on) versus IBM Context
 Rule: the same upstream process serves every path of one comparison; the load is wrk (one
 connection for latency, 16 and 64 for throughput); every run reports non-2xx answers and the CPU
 of wrk and of the processes on the path, so a saturated generator or a failing path is visible.
+The processes on a Corral path include what its audit events cost: the gateway that ingests them
+(on the shim-alone path too) and Postgres that stores them.
 Two upstreams: the minimal fast one (bench/upstream.py) and server-everything's `echo`.
 
 The machine's speed drifts from minute to minute (its vCPUs are shared), so direct, shim and
@@ -33,7 +35,7 @@ from bench.common import (
     processes,
     wait_until,
 )
-from bench.corral_stack import CorralStack, embedded_postgres
+from bench.corral_stack import CorralStack, embedded_postgres, postgres_pid
 from bench.scenarios import Options, target
 from bench.wrk import Load, run_wrk
 
@@ -228,6 +230,7 @@ def run(options: Options) -> dict[str, Any]:
             corral.start_shim(upstream.name, upstream.url)
             references[upstream.name] = start_reference(stack, upstream)
         gateway = corral.start_gateway()
+        postgres = postgres_pid("overhead")
         forges: dict[tuple[str, str], contextforge.ContextForge] = {}
         for upstream in upstreams:
             for variant in contextforge.VARIANTS:
@@ -257,7 +260,12 @@ def run(options: Options) -> dict[str, Any]:
                     "shim",
                     shim.url,
                     {},
-                    {"shim": shim.process.pid, "upstream": upstream.pid},
+                    {
+                        "shim": shim.process.pid,
+                        "upstream": upstream.pid,
+                        "audit ingest": gateway.process.pid,
+                        "postgres": postgres,
+                    },
                     shim.next_use,
                 ),
                 Path(
@@ -268,6 +276,7 @@ def run(options: Options) -> dict[str, Any]:
                         "gateway": gateway.process.pid,
                         "shim": shim.process.pid,
                         "upstream": upstream.pid,
+                        "postgres": postgres,
                     },
                 ),
                 Path(
