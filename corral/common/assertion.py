@@ -215,26 +215,49 @@ def _load_jwk(jwk: Mapping[str, Any]) -> ec.EllipticCurvePublicKey:
 
 
 class UsedIds:
-    """The `jti` of every assertion accepted, each kept until its assertion has expired: what
-    makes an assertion single use. One per process, shared by the verifiers that configuration
-    reloads build, so a reload never forgets an assertion already used."""
+    """Every use of an assertion accepted, each kept until its assertion has expired: what makes
+    an assertion single use. A plain assertion's use is its `jti`; the uses of one with secrets
+    are the bits of one integer under its `jti`, bit ``i`` for secret ``i``. One per process,
+    shared by the verifiers that configuration reloads build, so a reload never forgets a use
+    already made."""
 
     def __init__(self) -> None:
         self._until: dict[str, int] = {}
-        self._order: deque[tuple[int, str]] = deque()
+        self._masks: dict[str, int] = {}
+        self._order: deque[tuple[int, str, dict[str, int]]] = deque()
+
+    def _forget_expired(self, now: int) -> None:
+        order = self._order
+        while order and order[0][0] < now:
+            _, jti, table = order.popleft()
+            table.pop(jti, None)
 
     def use(self, jti: str, until: int, now: int) -> None:
         """Record `jti` as used until `until`; `InvalidAssertionError` when it already was."""
-        order = self._order
-        while order and order[0][0] < now:
-            self._until.pop(order.popleft()[1], None)
+        self._forget_expired(now)
         if jti in self._until:
             raise InvalidAssertionError("assertion replayed: each jti is accepted once")
         self._until[jti] = until
-        order.append((until, jti))
+        self._order.append((until, jti, self._until))
 
-    def __contains__(self, jti: str) -> bool:
-        return jti in self._until
+    def use_secret(self, jti: str, index: int, until: int, now: int) -> None:
+        """Record the use of secret `index` of assertion `jti`, kept until `until`;
+        `InvalidAssertionError` when it was already used."""
+        self._forget_expired(now)
+        masks = self._masks
+        bit = 1 << index
+        used = masks.get(jti)
+        if used is None:
+            masks[jti] = bit
+            self._order.append((until, jti, masks))
+        elif used & bit:
+            raise InvalidAssertionError("assertion replayed: each secret is accepted once")
+        else:
+            masks[jti] = used | bit
+
+    def __len__(self) -> int:
+        """How many assertions have uses remembered."""
+        return len(self._until) + len(self._masks)
 
 
 class AssertionVerifier:
@@ -295,9 +318,11 @@ class AssertionVerifier:
         if verified.not_before > now + leeway:
             raise InvalidAssertionError("assertion not valid yet")
         jti = verified.identity.jti
-        if verified.committed is not None:
-            jti = f"{jti}.{_secret_index(verified.committed, secret)}"
-        self._used.use(jti, verified.expires_at + leeway, now)
+        if verified.committed is None:
+            self._used.use(jti, verified.expires_at + leeway, now)
+        else:
+            index = _secret_index(verified.committed, secret)
+            self._used.use_secret(jti, index, verified.expires_at + leeway, now)
 
     def _remember(self, signature: str, token: str, verified: _Verified) -> None:
         """Keep what a token's signature and claims vouch for, for its next requests, so that

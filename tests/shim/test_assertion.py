@@ -18,6 +18,7 @@ from corral.common.assertion import (
     MAX_VERIFIED,
     AssertionVerifier,
     InvalidAssertionError,
+    UsedIds,
     generate_signing_key,
     mint_assertion,
     public_jwk,
@@ -127,6 +128,49 @@ def test_replayed_jti_is_refused() -> None:
     check.verify(token)
     with pytest.raises(InvalidAssertionError, match="replayed"):
         check.verify(token)
+
+
+def test_every_secret_of_an_assertion_is_used_once_in_any_order() -> None:
+    used = UsedIds()
+    order = [5, 0, MAX_SECRETS - 1, 17, 1]
+    for index in order:
+        used.use_secret("a", index, until=100, now=10)
+    for index in order:
+        with pytest.raises(InvalidAssertionError, match="replayed"):
+            used.use_secret("a", index, until=100, now=10)
+    used.use_secret("b", 5, until=100, now=10)  # another assertion's uses are its own
+    used.use("a", until=100, now=10)  # and so is a plain assertion's jti
+    with pytest.raises(InvalidAssertionError, match="replayed"):
+        used.use("a", until=100, now=10)
+    assert len(used) == 3
+
+
+def test_used_ids_are_forgotten_only_once_their_assertion_has_expired() -> None:
+    used = UsedIds()
+    used.use("plain", until=20, now=10)
+    used.use_secret("early", 0, until=30, now=10)
+    used.use_secret("late", 0, until=60, now=10)
+    used.use_secret("early", 1, until=30, now=25)
+    with pytest.raises(InvalidAssertionError, match="replayed"):
+        used.use_secret("early", 0, until=30, now=30)  # not yet expired at its last second
+    assert len(used) == 2  # "plain" is gone: nothing can present it after its expiry anyway
+    used.use_secret("late", 1, until=60, now=31)
+    assert len(used) == 1
+    with pytest.raises(InvalidAssertionError, match="replayed"):
+        used.use_secret("late", 0, until=60, now=60)
+
+
+def test_verifiers_sharing_used_ids_refuse_a_secret_the_other_accepted() -> None:
+    used = UsedIds()
+    first, second = (
+        AssertionVerifier([public_jwk(KEY)], issuer=ISSUER, audience=AUDIENCE, used=used)
+        for _ in range(2)
+    )
+    token, uses = with_secrets(2)
+    first.verify(token, uses[0])
+    with pytest.raises(InvalidAssertionError, match="replayed"):
+        second.verify(token, uses[0])
+    assert second.verify(token, uses[1]).subject == "alice"
 
 
 def test_private_keys_are_not_accepted_as_verification_keys() -> None:
