@@ -152,7 +152,7 @@ class CorralStack:
                 "kind": "http",
                 "url": f"http://{LOOPBACK}:{self.gateway_port}/api/audit/ingest",
                 "token": {"value": self.shim_tokens[name]},
-                "batchSize": 200,
+                "batchSize": 1000,
                 "flushIntervalSeconds": 1,
             }
         config = {

@@ -111,7 +111,7 @@ class AuditSink(ConfigModel):
     kind: Literal["http", "stdout"] = "stdout"
     url: str | None = None
     token: SecretSource | None = None
-    batch_size: int = Field(default=200, ge=1, le=10_000)
+    batch_size: int = Field(default=1000, ge=1, le=10_000)
     flush_interval_seconds: float = Field(default=1.0, gt=0)
     timeout_seconds: float = Field(default=10.0, gt=0)
     spool_dir: Path | None = None

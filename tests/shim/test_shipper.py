@@ -12,9 +12,11 @@ import orjson
 import pytest
 from aiohttp import web
 
+from corral.gateway.settings import GatewaySettings
 from corral.shim.config import AuditSink
 from corral.shim.metrics import ShimMetrics
 from corral.shim.shipper import AuditShipper
+from corral.store.pools import PoolSettings
 from tests.fixtures.processes import LOOPBACK, free_port
 
 
@@ -113,3 +115,9 @@ async def test_stop_delivers_what_is_queued_at_once(ingest: Ingest) -> None:
         for n in range(3):
             shipper.submit({"id": f"e{n}"})
     assert [event["id"] for event in ingest.events] == ["e0", "e1", "e2"]
+
+
+def test_a_default_batch_is_one_the_gateway_takes_whole() -> None:
+    """A full batch that the gateway refused as too many events would be split on every post."""
+    gateway = GatewaySettings(database=PoolSettings(dsn="postgresql://x"), public_base_url="x")
+    assert AuditSink(kind="http", url="http://x").batch_size <= gateway.max_ingest_events
