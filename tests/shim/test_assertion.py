@@ -160,6 +160,34 @@ def test_used_ids_are_forgotten_only_once_their_assertion_has_expired() -> None:
         used.use_secret("late", 0, until=60, now=60)
 
 
+def test_a_used_secret_is_never_accepted_again_as_time_passes() -> None:
+    """Uses are forgotten only once the assertion itself is refused as expired."""
+    now = [1_000_000.0]
+    used = UsedIds()
+    check = AssertionVerifier(
+        [public_jwk(KEY)],
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        clock=lambda: now[0],
+        leeway=5,
+        used=used,
+    )
+    token, uses = with_secrets(3, now=now[0], lifetime=30)
+    check.verify(token, uses[0])
+    reasons = []
+    for _ in range(60):
+        now[0] += 1
+        with pytest.raises(InvalidAssertionError) as refused:
+            check.verify(token, uses[0])
+        reasons.append("replayed" if "replayed" in str(refused.value) else str(refused.value))
+    expired = reasons.index("assertion expired")
+    assert set(reasons[:expired]) == {"replayed"}
+    assert set(reasons[expired:]) == {"assertion expired"}
+    fresh, fresh_uses = with_secrets(1, now=now[0], lifetime=30)
+    check.verify(fresh, fresh_uses[0])
+    assert len(used) == 1, "the expired assertion's uses are forgotten at the next use"
+
+
 def test_verifiers_sharing_used_ids_refuse_a_secret_the_other_accepted() -> None:
     used = UsedIds()
     first, second = (
