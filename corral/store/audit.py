@@ -1,8 +1,10 @@
 """Audit events: validate a batch, COPY it in, keep daily partitions and retention.
 
-Ingest is idempotent: a batch is COPYed (binary) into a per-connection staging table and moved
-with ``INSERT ... ON CONFLICT (time, event_id) DO NOTHING``, so a batch retried after a lost
-reply or a dropped connection adds nothing twice. ``audit_events`` is partitioned by UTC day;
+Ingest is idempotent: a batch is COPYed (binary) straight into ``audit_events`` in one
+transaction; when that meets an event already stored (a batch retried after a lost reply or a
+dropped connection) the transaction rolls back and the batch goes through a per-connection
+staging table and ``INSERT ... ON CONFLICT (time, event_id) DO NOTHING``, so nothing is added
+twice. Batches that are new, nearly all of them, skip the staging table's writes. ``audit_events`` is partitioned by UTC day;
 ``maintain_partitions`` creates the days ahead and drops the days past retention, and ingest
 creates a missing day on demand. Events older than retention are not stored (they would be
 dropped at the next maintenance), and neither are events dated beyond the partitions ahead.
@@ -371,6 +373,14 @@ class AuditWriter:
         if missing:
             await ensure_partitions(connection, missing)
             self._known_days |= missing
+        try:
+            async with connection.transaction():
+                await connection.copy_records_to_table(
+                    "audit_events", records=records, columns=COLUMNS
+                )
+            return len(records)
+        except asyncpg.UniqueViolationError:
+            pass  # some events were stored before: keep those, store the rest
         async with connection.transaction():
             await connection.execute(
                 f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} "
