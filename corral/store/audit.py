@@ -4,9 +4,9 @@ Ingest is idempotent: a batch is COPYed (binary) straight into ``audit_events`` 
 transaction; when that meets an event already stored (a batch retried after a lost reply or a
 dropped connection) the transaction rolls back and the batch goes through a per-connection
 staging table and ``INSERT ... ON CONFLICT (time, event_id) DO NOTHING``, so nothing is added
-twice. Batches that are new, nearly all of them, skip the staging table's writes. ``audit_events`` is partitioned by UTC day;
-``maintain_partitions`` creates the days ahead and drops the days past retention, and ingest
-creates a missing day on demand. Events older than retention are not stored (they would be
+twice. Batches that are new, nearly all of them, skip the staging table's writes.
+``audit_events`` is partitioned by UTC day; ``maintain_partitions`` creates the days ahead and
+drops the days past retention, and ingest creates a missing day on demand. Events older than retention are not stored (they would be
 dropped at the next maintenance), and neither are events dated beyond the partitions ahead.
 """
 
