@@ -6,8 +6,9 @@ dropped connection) the transaction rolls back and the batch goes through a per-
 staging table and ``INSERT ... ON CONFLICT (time, event_id) DO NOTHING``, so nothing is added
 twice. Batches that are new, nearly all of them, skip the staging table's writes.
 ``audit_events`` is partitioned by UTC day; ``maintain_partitions`` creates the days ahead and
-drops the days past retention, and ingest creates a missing day on demand. Events older than retention are not stored (they would be
-dropped at the next maintenance), and neither are events dated beyond the partitions ahead.
+drops the days past retention, and ingest creates a missing day on demand. Events older than
+retention are not stored (they would be dropped at the next maintenance), and neither are events
+dated beyond the partitions ahead.
 """
 
 from __future__ import annotations
