@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 NODE_INSTALLED := node_modules/.installed
 
-.PHONY: dev test check lint format crds cluster cluster-build bench clean
+.PHONY: dev test check lint format crds cluster cluster-build bench clean native native-clean
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Corral needs Python 3.11 or newer"'
@@ -20,7 +20,18 @@ $(NODE_INSTALLED): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-setup: $(INSTALLED) $(NODE_INSTALLED)
+# The request-path modules compiled with mypyc (pyproject [tool.corral.native]; tools/native.py),
+# rebuilt whenever a source under corral/ or the list changes; `corral` refuses stale builds.
+NATIVE := corral/native.json
+$(NATIVE): $(INSTALLED) $(shell find corral -name '*.py') tools/native.py
+	$(PY) tools/native.py build
+
+native: $(NATIVE)
+
+native-clean:
+	$(PY) tools/native.py clean
+
+setup: $(INSTALLED) $(NODE_INSTALLED) $(NATIVE)
 
 # `make dev DEV_FLAGS="--port 9090"`; any other manifest directory with DEV_DIR=path.
 DEV_DIR ?= examples/dev
@@ -32,14 +43,14 @@ test: setup
 	$(PY) -m pytest
 
 check: $(INSTALLED)
-	$(VENV)/bin/ruff format --check corral tests e2e bench
-	$(VENV)/bin/ruff check corral tests e2e bench
-	$(VENV)/bin/mypy --strict corral
+	$(VENV)/bin/ruff format --check corral tests e2e bench tools
+	$(VENV)/bin/ruff check corral tests e2e bench tools
+	$(VENV)/bin/mypy --strict corral tools
 	$(VENV)/bin/lint-imports
 
 format: $(INSTALLED)
-	$(VENV)/bin/ruff format corral tests e2e bench
-	$(VENV)/bin/ruff check --fix corral tests e2e bench
+	$(VENV)/bin/ruff format corral tests e2e bench tools
+	$(VENV)/bin/ruff check --fix corral tests e2e bench tools
 
 # Regenerate crds/ from the resource models (a test fails when they are stale).
 crds: $(INSTALLED)
@@ -62,4 +73,5 @@ bench: setup
 	$(PY) -m bench run $(SCENARIO)
 
 clean:
+	rm -f corral/native.json && find corral -name '*.so' -delete && rm -rf build/native
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corral import native
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 WORK = BENCH / ".work"
@@ -176,6 +178,7 @@ def machine() -> dict[str, Any]:
         "loadAverage": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
         "kernel": platform.release(),
+        "corral": native.describe(),
     }
 
 

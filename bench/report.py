@@ -84,7 +84,8 @@ def render(documents: dict[str, dict[str, Any]]) -> str:
             f"## {name}",
             "",
             f"`bench/results/{document['file']}`, {document['time']}, {machine['cores']} cores "
-            f"({machine['cpu']}), load average at the end {machine['loadAverage']}.",
+            f"({machine['cpu']}), load average at the end {machine['loadAverage']}"
+            + (f"; Corral's code: {machine['corral']}." if "corral" in machine else "."),
             "",
         ]
         if name == "overhead":

@@ -10,7 +10,7 @@ import importlib
 
 import click
 
-from corral import __version__
+from corral import __version__, native
 
 SUBCOMMANDS = {
     "apikey": "corral.gateway.apikey_command:apikey",
@@ -47,5 +47,9 @@ def cli() -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point; refuses to start on compiled modules older than their source."""
+    try:
+        native.check()
+    except native.StaleBuildError as exc:
+        raise SystemExit(f"corral: {exc}") from None
     cli()

@@ -290,6 +290,8 @@ class AssertionVerifier:
         self._verified: dict[str, tuple[str, _Verified]] = {}
         """Tokens remembered as verified, by their signature segment (hashing that is cheaper
         than hashing a 2 kB token on every request); a hit needs the whole token to match."""
+        self.signatures_checked = 0
+        """How many tokens had their signature checked (the others were remembered)."""
 
     def verify(self, token: str | None, secret: str | None = None) -> Identity:
         """The identity in a valid assertion; `InvalidAssertionError` saying why otherwise.
@@ -302,6 +304,7 @@ class AssertionVerifier:
             verified = kept[1]
         else:
             parts, key = self._parts(token)
+            self.signatures_checked += 1
             self._check_signature(key, parts)
             verified = self._check_claims(self._json(parts[1], "claims"))
             if verified.committed is not None:

@@ -26,6 +26,9 @@ import httptools
 from aiohttp.abc import AbstractResolver
 
 from corral.common.deadline import Deadline
+from corral.common.httperrors import ClientFailure as ClientFailure
+from corral.common.httperrors import ClientTimeout as ClientTimeout
+from corral.common.httperrors import RetryOnFresh
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
@@ -35,18 +38,6 @@ MAX_KNOWN = 256
 """Header names and request targets a pool remembers as already checked."""
 
 log = logging.getLogger(__name__)
-
-
-class ClientFailure(Exception):  # noqa: N818
-    """The request did not get a complete answer; the message says why."""
-
-
-class ClientTimeout(ClientFailure, TimeoutError):  # noqa: N818
-    """A time limit ran out: connecting, waiting for the answer, or between two body chunks."""
-
-
-class _Retry(Exception):  # noqa: N818
-    """A reused connection was closed by the server before it answered: try a fresh one."""
 
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -178,17 +169,19 @@ class Response:
             self._connection.resume()
         return data
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    def chunks(self) -> AsyncIterator[bytes]:
         """The body, chunk by chunk as it arrives (de-chunked); raises ``ClientFailure``."""
+        return _BodyChunks(self)
+
+    async def _next_chunk(self) -> bytes:
         while True:
             if self._chunks:
-                yield self._take()
-            elif self._error is not None:
+                return self._take()
+            if self._error is not None:
                 raise self._error
-            elif self._complete:
-                return
-            else:
-                await self._wait()
+            if self._complete:
+                raise StopAsyncIteration
+            await self._wait()
 
     async def read(self, limit: int | None = None) -> bytes:
         """The whole body; ``ClientFailure`` when it breaks off or grows past ``limit``."""
@@ -228,6 +221,20 @@ class Response:
 def _expire(waiter: asyncio.Future[None], what: str) -> None:
     if not waiter.done():
         waiter.set_exception(ClientTimeout(what))
+
+
+class _BodyChunks:
+    """``Response.chunks``: an async iterator object rather than an async generator, which the
+    compiler does not take."""
+
+    def __init__(self, response: Response) -> None:
+        self._response = response
+
+    def __aiter__(self) -> _BodyChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self._response._next_chunk()
 
 
 class _Connection(asyncio.Protocol):
@@ -282,7 +289,7 @@ class _Connection(asyncio.Protocol):
         response = self._response
         if self._head is not None:
             if self.reused and not self._received:
-                self._fail(_Retry())
+                self._fail(RetryOnFresh())
             else:
                 reason = f": {exc}" if exc else ""
                 self._fail(ClientFailure(f"{self._pool.origin} closed the connection{reason}"))
@@ -443,8 +450,9 @@ class OriginPool:
         try:
             try:
                 return await self._exchange(head, wait_limit, while_waiting, fresh=False)
-            except _Retry:
-                return await self._exchange(head, wait_limit, None, fresh=True)
+            except RetryOnFresh:
+                pass  # retried below: this module is compiled, so no await in an except block
+            return await self._exchange(head, wait_limit, None, fresh=True)
         except BaseException:
             self._slots.give()
             raise

@@ -20,7 +20,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -268,19 +268,26 @@ class _Connection(asyncio.Protocol):
         assert transport is not None
         head = _head(reply.status, reply.headers, "Transfer-Encoding: chunked\r\n" + connection)
         transport.write(head + b"\r\n")
+        # Compiled: the iterator is closed after the try statement, not in a finally block
+        # (see corral/native.py on awaiting while an exception is handled).
+        failure: BaseException | None = None
         try:
             async for chunk in reply.chunks:
                 if not chunk:
                     continue
                 if self._transport is None:
-                    return
+                    break
                 self._transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
                 if self._paused_writing:
                     await self._drained()
-            if self._transport is not None:
-                self._transport.write(b"0\r\n\r\n")
-        finally:
-            await close_chunks(reply.chunks)
+            else:
+                if self._transport is not None:
+                    self._transport.write(b"0\r\n\r\n")
+        except BaseException as exc:
+            failure = exc
+        await close_chunks(reply.chunks)
+        if failure is not None:
+            raise failure
 
     async def _drained(self) -> None:
         while self._paused_writing and self._transport is not None:
@@ -362,7 +369,10 @@ class LeanServer:
     @property
     def port(self) -> int:
         assert self._server is not None
-        port: int = self._server.sockets[0].getsockname()[1]
+        # asyncio's stubs say ``sockets`` is a tuple, uvloop's servers hold a list; compiled code
+        # checks declared types, so it is read untyped.
+        server: Any = self._server
+        port: int = server.sockets[0].getsockname()[1]
         return port
 
     async def stop(self) -> None:

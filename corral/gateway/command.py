@@ -24,6 +24,7 @@ from aiohttp import web
 from kubernetes import config as kube_config
 from kubernetes.client import ApiClient
 
+from corral import native
 from corral.common.assertion import generate_signing_key, public_jwk
 from corral.common.log import setup_logging
 from corral.gateway import routing
@@ -168,6 +169,7 @@ async def _run(
         log.info(
             "gateway %s listening on %s:%d", settings.public_base_url, listen.host, listen.port
         )
+        log.info("code: %s", native.describe())
         if listen.mcp_port is not None:
             mcp = routing.mcp_server(app[routing.ROUTER])
             await mcp.start(listen.host, listen.mcp_port)

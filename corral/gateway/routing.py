@@ -29,7 +29,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +52,7 @@ from corral.gateway.metrics import GatewayMetrics
 from corral.gateway.sessions import SessionCodec
 from corral.gateway.settings import RoutingSettings
 from corral.gateway.signing import AssertionSigner
+from corral.gateway.streams import relay_chunks
 from corral.mcp import jsonrpc
 
 log = logging.getLogger(__name__)
@@ -205,15 +206,24 @@ async def mcp_endpoint(request: web.Request) -> web.StreamResponse:
 
 async def _stream_to(request: web.Request, reply: StreamReply) -> web.StreamResponse:
     response = web.StreamResponse(status=reply.status, headers=list(reply.headers))
+    # Compiled: the iterator is closed after the try statement, not in a finally block (see
+    # corral/native.py on awaiting while an exception is handled).
+    failure: BaseException | None = None
+    gone = False
     try:
         await response.prepare(request)
         async for chunk in reply.chunks:
             await response.write(chunk)
     except ConnectionResetError:
+        gone = True
+    except BaseException as exc:
+        failure = exc
+    await close_chunks(reply.chunks)
+    if failure is not None:
+        raise failure
+    if gone:
         log.debug("client went away mid-answer")
         return response
-    finally:
-        await close_chunks(reply.chunks)
     await response.write_eof()
     return response
 
@@ -442,7 +452,12 @@ async def _forward(
         listing = tools_list_id(body) if upstream.status == 200 else None
         if _is_small_json(upstream):
             return await _relay_whole(upstream, returned, router, call, server, principal, listing)
-        chunks = _relay_stream(upstream, router, call, server, principal, listing)
+        complete = (
+            None if listing is None else _record_tools(upstream, router, server, principal, listing)
+        )
+        chunks = relay_chunks(
+            upstream, server.route, lambda: _record(router.metrics, call), complete
+        )
         await anext(chunks)  # started: closing it now releases the upstream and records the call
         streaming = True
         return StreamReply(upstream.status, chunks, list(returned.items()))
@@ -451,36 +466,17 @@ async def _forward(
             upstream.release()
 
 
-async def _relay_stream(
-    upstream: Response,
-    router: Router,
-    call: Call,
-    server: ServerEntry,
-    principal: Principal,
-    listing: Any | None,
-) -> AsyncIterator[bytes]:
-    """The answer chunk by chunk as it arrives; yields b"" first so the caller can start it (a
-    started generator always runs its cleanup when closed). A ``tools/list`` answer is copied,
-    bounded, and its tool names recorded once it has been passed on whole."""
-    captured: bytearray | None = None if listing is None else bytearray()
-    try:
-        yield b""
-        async for chunk in upstream.chunks():
-            yield chunk
-            if captured is not None:
-                captured += chunk
-                if len(captured) > MAX_CAPTURE_BYTES:
-                    captured = None
-    except ClientFailure as error:
-        log.warning("stream from %s ended early: %r", server.route, error)
-        return
-    finally:
-        upstream.release()
-        _record(router.metrics, call)
-    if captured is not None:
-        tools = tool_names(upstream.content_type, bytes(captured), listing)
+def _record_tools(
+    upstream: Response, router: Router, server: ServerEntry, principal: Principal, listing: Any
+) -> Callable[[bytes], None]:
+    """Record the tool names of a streamed ``tools/list`` answer, once it has been passed on."""
+
+    def complete(answer: bytes) -> None:
+        tools = tool_names(upstream.content_type, answer, listing)
         if tools is not None:
             router.instances.record(server, principal, tools)
+
+    return complete
 
 
 def _is_small_json(upstream: Response) -> bool:

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from pathlib import Path
 
 import click
 import uvloop
 
+from corral import native
 from corral.common.assertion import UsedIds
 from corral.common.log import setup_logging
 from corral.shim.app import serve
 from corral.shim.config import ConfigError, load_config
 from corral.shim.metrics import ShimMetrics
 from corral.shim.runtime import build_runtime
+
+log = logging.getLogger(__name__)
 
 
 @click.command()
@@ -35,6 +39,7 @@ def shim(config_path: Path, log_level: str, log_json: bool) -> None:
         build_runtime(load_config(config_path), ShimMetrics(), UsedIds())
     except (ConfigError, ValueError) as exc:
         raise click.ClickException(f"{config_path}: {exc}") from None
+    log.info("code: %s", native.describe())
     uvloop.run(_main(config_path))
 
 

@@ -9,9 +9,8 @@ assertion never reach the server. Streams are passed on event by event, never bu
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,6 +36,7 @@ from corral.mcp.targets import (
 )
 from corral.shim.audit import AuditEvent, payload
 from corral.shim.runtime import Runtime, ShimState
+from corral.shim.streams import relay_events
 from corral.shim.tokens import TokenExchangeError
 
 log = logging.getLogger(__name__)
@@ -415,7 +415,12 @@ async def _relay(
             exchange.session_id = session_id
             exchange.event.session_id = session_id
         if upstream.content_type == "text/event-stream":
-            events = _relay_stream(exchange, upstream)
+            events = relay_events(
+                upstream,
+                lambda event: _outbound_event(exchange, event),
+                _stream_ended(exchange, upstream),
+                exchange.event.method,
+            )
             await anext(events)  # started: closing it now finishes the audit and the upstream
             streaming = True
             return StreamReply(upstream.status, events, _response_headers(upstream))
@@ -454,25 +459,14 @@ def _status_of(exchange: Exchange, http_status: int) -> str:
     return "ok" if http_status < 400 else "error"
 
 
-async def _relay_stream(exchange: Exchange, upstream: Response) -> AsyncIterator[bytes]:
-    """The server's event stream, event by event through `_outbound`; yields b"" first so the
-    caller can start it (a started generator always runs its cleanup when closed)."""
-    parser = sse.SSEParser()
-    status = "incomplete"
-    try:
-        yield b""
-        async for chunk in upstream.chunks():
-            for event in parser.feed(chunk):
-                yield await _outbound_event(exchange, event)
-        status = _status_of(exchange, upstream.status)
-    except ClientFailure as exc:
-        log.info("stream for %s ended early: %s", exchange.event.method, exc)
-    except (asyncio.CancelledError, GeneratorExit):
-        _finish(exchange, "client_closed", upstream.status)
-        raise
-    finally:
-        upstream.release()
-    _finish(exchange, status, upstream.status)
+def _stream_ended(exchange: Exchange, upstream: Response) -> Callable[[str], None]:
+    """Close the audit event of a streamed answer once the stream has ended."""
+
+    def ended(how: str) -> None:
+        status = _status_of(exchange, upstream.status) if how == "complete" else how
+        _finish(exchange, status, upstream.status)
+
+    return ended
 
 
 async def _outbound_event(exchange: Exchange, event: sse.SSEEvent) -> bytes:

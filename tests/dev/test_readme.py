@@ -2,7 +2,7 @@
 
 Two substitutions only: the data directory and the port (a test must not use the user's
 ~/.local/share/corral/dev nor port 8080), passed through `DEV_FLAGS`. The venv is the one
-running these tests, so make is told to take the setup steps as done.
+running these tests, so make is told to take the setup steps (the compiled modules too) as done.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def test_the_readme_quickstart_works_as_written(tmp_path: Path) -> None:
         flags = f"--data-dir {data_dir} --port {port}"
         return [
             "make", "-o", ".venv/.installed", "-o", "node_modules/.installed",
+            "-o", "corral/native.json",
             *start.split()[1:], f"DEV_FLAGS={flags}", f"DEV_DIR={manifests}",
         ]  # fmt: skip
 
