@@ -29,7 +29,8 @@ class StaleBuildError(Exception):
     """Compiled modules that do not match their sources."""
 
 
-def _extensions(package: Path) -> list[Path]:
+def extensions(package: Path) -> list[Path]:
+    """Every compiled file under a package."""
     return sorted(p for pattern in ("*.so", "*.pyd") for p in package.rglob(pattern))
 
 
@@ -38,7 +39,7 @@ def check(package: Path = PACKAGE) -> list[str]:
     the modules whose source changed since they were compiled."""
     manifest = package / "native.json"
     if not manifest.exists():
-        found = _extensions(package)
+        found = extensions(package)
         if found:
             names = ", ".join(str(p.relative_to(package.parent)) for p in found[:3])
             raise StaleBuildError(
@@ -46,8 +47,10 @@ def check(package: Path = PACKAGE) -> list[str]:
             )
         return []
     try:
-        recorded = json.loads(manifest.read_text())["modules"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        document = json.loads(manifest.read_text())
+        recorded = document["modules"]
+        built_for = str(document.get("python", "another Python"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StaleBuildError(f"{manifest} is unreadable ({exc}): {REBUILD}") from None
     stale, missing = [], []
     for module, digest in sorted(recorded.items()):
@@ -68,17 +71,9 @@ def check(package: Path = PACKAGE) -> list[str]:
     if missing:
         raise StaleBuildError(
             f"{', '.join(missing)} have no compiled file this Python loads "
-            f"(built for {recorded_for(manifest)}?): {REBUILD}"
+            f"(built for {built_for}?): {REBUILD}"
         )
     return sorted(recorded)
-
-
-def recorded_for(manifest: Path) -> str:
-    """The Python a build was made for, as its manifest records it."""
-    try:
-        return str(json.loads(manifest.read_text()).get("python", "another Python"))
-    except (OSError, ValueError, AttributeError):
-        return "another Python"
 
 
 def describe(package: Path = PACKAGE) -> str:

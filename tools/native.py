@@ -21,6 +21,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+from corral.native import extensions
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "corral"
 MANIFEST = PACKAGE / "native.json"
@@ -63,13 +65,8 @@ def _digests(root: Path, sources: list[str]) -> dict[str, str]:
     }
 
 
-def extensions(package: Path = PACKAGE) -> list[Path]:
-    """Every compiled file under a package."""
-    return sorted(p for pattern in ("*.so", "*.pyd") for p in package.rglob(pattern))
-
-
 def _remove_build() -> None:
-    for path in extensions():
+    for path in extensions(PACKAGE):
         path.unlink()
     MANIFEST.unlink(missing_ok=True)
 

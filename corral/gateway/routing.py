@@ -453,7 +453,9 @@ async def _forward(
         if _is_small_json(upstream):
             return await _relay_whole(upstream, returned, router, call, server, principal, listing)
         complete = (
-            None if listing is None else _record_tools(upstream, router, server, principal, listing)
+            None
+            if listing is None
+            else lambda answer: _record_tools(upstream, router, server, principal, listing, answer)
         )
         chunks = relay_chunks(
             upstream, server.route, lambda: _record(router.metrics, call), complete
@@ -467,16 +469,17 @@ async def _forward(
 
 
 def _record_tools(
-    upstream: Response, router: Router, server: ServerEntry, principal: Principal, listing: Any
-) -> Callable[[bytes], None]:
-    """Record the tool names of a streamed ``tools/list`` answer, once it has been passed on."""
-
-    def complete(answer: bytes) -> None:
-        tools = tool_names(upstream.content_type, answer, listing)
-        if tools is not None:
-            router.instances.record(server, principal, tools)
-
-    return complete
+    upstream: Response,
+    router: Router,
+    server: ServerEntry,
+    principal: Principal,
+    listing: Any,
+    answer: bytes,
+) -> None:
+    """Record the tool names of a ``tools/list`` answer, once it has been passed on whole."""
+    tools = tool_names(upstream.content_type, answer, listing)
+    if tools is not None:
+        router.instances.record(server, principal, tools)
 
 
 def _is_small_json(upstream: Response) -> bool:
@@ -506,9 +509,7 @@ async def _relay_whole(
             502, jsonrpc.UPSTREAM_UNAVAILABLE, f"the MCP server {server.route} broke off its answer"
         ) from None
     if listing is not None:
-        tools = tool_names(upstream.content_type, payload, listing)
-        if tools is not None:
-            router.instances.record(server, principal, tools)
+        _record_tools(upstream, router, server, principal, listing, payload)
     metrics = router.metrics
     return Reply(
         upstream.status, payload, list(headers.items()), after=lambda: _record(metrics, call)
