@@ -3,8 +3,8 @@ docs/performance.md) and the compiler does not take async generators.
 
 Rule: `relay_chunks` passes an answer on chunk by chunk as it arrives, never buffering it whole;
 ``finished`` runs once however it ends (the upstream answer is released first), and
-``complete``, when given, gets a copy of the whole answer once it has been passed on whole, if
-it was at most ``MAX_CAPTURE_BYTES``.
+``complete``, when given, then gets a copy of what was passed on, however it ended, if that was
+at most ``MAX_CAPTURE_BYTES`` (the caller takes only a complete message from it).
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ async def relay_chunks(
                     captured = None
     except ClientFailure as error:
         log.warning("stream from %s ended early: %r", route, error)
-        return
     finally:
         upstream.release()
         finished()
-    if captured is not None and complete is not None:
-        complete(bytes(captured))
+        # Also when the client hung up first: an MCP client may close the stream as soon as it
+        # has its answer, before the server's end of stream arrives.
+        if captured is not None and complete is not None:
+            complete(bytes(captured))
