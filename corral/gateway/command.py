@@ -25,6 +25,7 @@ from kubernetes import config as kube_config
 from kubernetes.client import ApiClient
 
 from corral import native
+from corral.common import gctune
 from corral.common.assertion import generate_signing_key, public_jwk
 from corral.common.log import setup_logging
 from corral.gateway import routing
@@ -174,6 +175,7 @@ async def _run(
             mcp = routing.mcp_server(app[routing.ROUTER])
             await mcp.start(listen.host, listen.mcp_port)
             log.info("MCP routes also on %s:%d", listen.host, mcp.port)
+        log.info("garbage collector: %s", gctune.tune_for_serving())
         await asyncio.Event().wait()
     finally:
         if mcp is not None:

@@ -20,6 +20,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from corral.common import gctune
 from corral.common.assertion import UsedIds
 from corral.common.egress import GuardedResolver
 from corral.common.httpserver import LeanServer, Reply, Request, StreamReply
@@ -192,6 +193,7 @@ async def serve(config_path: Path) -> None:
                 config.admin.port,
                 config.upstream.url,
             )
+            log.info("garbage collector: %s", gctune.tune_for_serving())
             await asyncio.Event().wait()
         finally:
             await server.stop()

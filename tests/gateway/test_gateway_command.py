@@ -83,6 +83,9 @@ async def test_corral_gateway_serves_mcp_from_its_config_file(
     assert routed
     assert all(len(line["request_id"]) == 32 and line["user"] == "alice" for line in routed)
     assert token not in (log_dir / "gateway.log").read_text()
+    tuned = [line for line in lines if line["message"].startswith("garbage collector: ")]
+    assert len(tuned) == 1
+    assert "start-up objects frozen" in tuned[0]["message"]
 
 
 def test_jwks_and_key_tools(tmp_path: Path) -> None:

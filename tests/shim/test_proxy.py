@@ -4,6 +4,7 @@ driven by the official SDK client with identity assertions minted per request.""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import mcp_types as types
@@ -16,9 +17,11 @@ ShimFactory = Callable[..., ShimHandle]
 
 
 async def test_tools_resources_prompts_through_the_shim(
-    shim_factory: ShimFactory, everything_http: str
+    shim_factory: ShimFactory, everything_http: str, log_dir: Path
 ) -> None:
     shim = shim_factory(everything_http)
+    # Logged before the shim serves its first request, so before it was seen ready.
+    assert "garbage collector: " in (log_dir / "shim.log").read_text()
     async with sdk_session(shim.url, auth=shim.auth()) as session:
         tools = {tool.name for tool in (await session.list_tools()).tools}
         assert {"echo", "get-sum", "get-env"} <= tools
