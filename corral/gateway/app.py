@@ -215,7 +215,10 @@ async def _listen_for_revocations(
 ) -> None:
     """Keep a LISTEN connection open, reconnecting when Postgres drops it.
 
-    Notices sent while disconnected are lost, so each (re)connection clears the key cache.
+    Notices sent while disconnected are lost, so each (re)connection clears the key cache. Any
+    failure of one connection (a restarting Postgres can leave a new connection half-broken, and
+    asyncpg then raises its own client errors) is logged and followed by a new connection: the
+    listener lasts as long as the gateway.
     """
     while True:
         try:
@@ -224,14 +227,18 @@ async def _listen_for_revocations(
             log.warning("revocation listener cannot connect, retrying: %s", error)
             await asyncio.sleep(REVOCATION_RECONNECT_DELAY)
             continue
+        failed = False
         try:
             await _listen_until_lost(connection, authenticator)
             log.warning("revocation listener lost its connection; reconnecting")
-        except TRANSIENT_ERRORS as error:
-            log.warning("revocation listener failed, reconnecting: %s", error)
+        except Exception as error:
+            log.warning("revocation listener failed, reconnecting: %r", error)
+            failed = True
         finally:
-            await authenticator.stop_listening()
-            await connection.close()
+            authenticator.stop_listening()
+            connection.terminate()
+        if failed:
+            await asyncio.sleep(REVOCATION_RECONNECT_DELAY)
 
 
 async def _listen_until_lost(

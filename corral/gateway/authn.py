@@ -104,7 +104,6 @@ class ApiKeyAuthenticator:
         self._clock = clock
         self._wall_clock = wall_clock
         self._cache: OrderedDict[bytes, _Entry] = OrderedDict()
-        self._listener: asyncpg.Connection | None = None
         self.listening = asyncio.Event()
         """Set while revocation notices are being received."""
         self._on_revoked = on_revoked
@@ -169,14 +168,11 @@ class ApiKeyAuthenticator:
     async def listen(self, connection: asyncpg.Connection) -> None:
         """Drop revoked keys as notices arrive on ``connection`` (a dedicated, unpooled one)."""
         await connection.add_listener(api_keys.REVOCATION_CHANNEL, self._on_notice)
-        self._listener = connection
         self.listening.set()
 
-    async def stop_listening(self) -> None:
+    def stop_listening(self) -> None:
+        """The listening connection is gone (closing it ends the LISTEN)."""
         self.listening.clear()
-        if self._listener is not None and not self._listener.is_closed():
-            await self._listener.remove_listener(api_keys.REVOCATION_CHANNEL, self._on_notice)
-        self._listener = None
 
     def _on_notice(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
         self.forget(payload)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import itertools
@@ -11,13 +12,14 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from corral.gateway.app import create_app
+from corral.gateway.app import _listen_for_revocations, create_app
 from corral.gateway.appkeys import API_KEY_AUTHENTICATOR
-from corral.gateway.authn import Principal
+from corral.gateway.authn import ApiKeyAuthenticator, Principal
 from corral.gateway.settings import GatewaySettings
 from corral.shim.audit import AuditEvent
 from corral.store import api_keys
@@ -286,6 +288,41 @@ async def until_status(client: TestClient[Any, Any], token: str, status: int) ->
         if (await client.get("/api/audit", headers=auth(token))).status == status:
             return
         await asyncio.sleep(POLL_INTERVAL)
+
+
+async def test_revocation_listener_outlives_a_client_error_on_its_connection(
+    postgres_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Postgres that restarts can leave a new connection half-broken; asyncpg then raises its
+    own client error (not a connection error) on LISTEN. The listener logs it and reconnects
+    instead of ending for the rest of the gateway's life. The error is raised by hand: a real
+    one depends on the timing of a restart."""
+
+    class FailsOnce(ApiKeyAuthenticator):
+        attempts = 0
+
+        async def listen(self, connection: asyncpg.Connection) -> None:
+            self.attempts += 1
+            if self.attempts == 1:
+                raise asyncpg.InternalClientError("cannot switch to state 11")
+            await super().listen(connection)
+
+    settings = settings_for(postgres_dsn)
+    pool = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=1)
+    authenticator = FailsOnce(pool)
+    task = asyncio.create_task(_listen_for_revocations(settings, authenticator))
+    try:
+        async with asyncio.timeout(30):
+            await authenticator.listening.wait()
+        assert authenticator.attempts == 2
+        assert "revocation listener failed, reconnecting" in caplog.text
+        assert "cannot switch to state 11" in caplog.text
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await pool.close()
+    assert not authenticator.listening.is_set()
 
 
 async def test_revocation_reaches_a_replica_after_postgres_restarts(
