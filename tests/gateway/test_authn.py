@@ -160,7 +160,7 @@ async def test_a_listening_replica_drops_a_revoked_key_at_once(
         await asyncio.wait_for(revoked.wait(), timeout=10)
         assert await replica.authenticate(token) is None
     finally:
-        await replica.stop_listening()
+        replica.stop_listening()
         await listener.close()
 
 
