@@ -34,7 +34,7 @@ MAX_QUEUED = 8
 _REASONS = {status.value: status.phrase for status in http.HTTPStatus}
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class Request:
     """One request: its head (header names lower-cased), and its body read whole (empty when
     ``oversized``)."""
@@ -43,33 +43,70 @@ class Request:
     target: str
     headers: CIMultiDictProxy[str]
     body: bytes
-    oversized: bool = False
-    declared_length: int | None = None
+    oversized: bool
+    declared_length: int | None
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        headers: CIMultiDictProxy[str],
+        body: bytes,
+        oversized: bool = False,
+        declared_length: int | None = None,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.body = body
+        self.oversized = oversized
+        self.declared_length = declared_length
 
     @property
     def path(self) -> str:
         return self.target.split("?", 1)[0]
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class Reply:
     """A whole answer; ``after`` runs once it is handed to the socket (bookkeeping that need
     not delay the answer); ``close`` ends the connection after it."""
 
     status: int
-    body: bytes = b""
-    headers: Iterable[tuple[str, str]] = ()
-    after: Callable[[], None] | None = None
-    close: bool = False
+    body: bytes
+    headers: Iterable[tuple[str, str]]
+    after: Callable[[], None] | None
+    close: bool
+
+    def __init__(
+        self,
+        status: int,
+        body: bytes = b"",
+        headers: Iterable[tuple[str, str]] = (),
+        after: Callable[[], None] | None = None,
+        close: bool = False,
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers
+        self.after = after
+        self.close = close
 
 
-@dataclass
+@dataclass(init=False)
 class StreamReply:
     """An answer streamed as ``chunks`` yields; the iterator is closed if the client leaves."""
 
     status: int
     chunks: AsyncIterator[bytes]
-    headers: Iterable[tuple[str, str]] = ()
+    headers: Iterable[tuple[str, str]]
+
+    def __init__(
+        self, status: int, chunks: AsyncIterator[bytes], headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        self.status = status
+        self.chunks = chunks
+        self.headers = headers
 
 
 Handler = Callable[[Request], Awaitable[Reply | StreamReply]]

@@ -85,16 +85,24 @@ class Refused(Exception):  # noqa: N818
         self.headers = dict(headers or {})
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class Call:
     """One MCP request in flight: who, where, and what to log about it."""
 
     request_id: str
     method: str
     started: float
-    route: str = ""
-    user: str | None = None
-    status: int = 0
+    route: str
+    user: str | None
+    status: int
+
+    def __init__(self, request_id: str, method: str, started: float) -> None:
+        self.request_id = request_id
+        self.method = method
+        self.started = started
+        self.route = ""
+        self.user = None
+        self.status = 0
 
 
 class Router:
@@ -132,7 +140,7 @@ class Router:
 ROUTER = web.AppKey("router", Router)
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class Incoming:
     """One request at the MCP front door, from whichever server received it; ``read_body``
     returns the whole body within the size and time limits or raises ``Refused``."""
@@ -141,6 +149,18 @@ class Incoming:
     target: str
     headers: CIMultiDictProxy[str]
     read_body: Callable[[], Awaitable[bytes]]
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        headers: CIMultiDictProxy[str],
+        read_body: Callable[[], Awaitable[bytes]],
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.read_body = read_body
 
 
 async def serve(router: Router, incoming: Incoming) -> Reply | StreamReply:

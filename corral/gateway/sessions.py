@@ -37,14 +37,20 @@ NONCE_BYTES = 12
 MAX_REMEMBERED = 4096
 
 
-@dataclass(frozen=True)
+@dataclass(init=False, slots=True)
 class SessionRef:
-    """What a gateway session id carries."""
+    """What a gateway session id carries. Never changed once made."""
 
     upstream_id: str
     instance: str
     subject: str
     issued_at: int
+
+    def __init__(self, upstream_id: str, instance: str, subject: str, issued_at: int) -> None:
+        self.upstream_id = upstream_id
+        self.instance = instance
+        self.subject = subject
+        self.issued_at = issued_at
 
 
 def key_id(key: bytes) -> str:

@@ -65,14 +65,26 @@ class Kind(enum.Enum):
     ERROR = "error"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, slots=True)
 class Message:
-    """One parsed JSON-RPC message and the fields every hop needs."""
+    """One parsed JSON-RPC message and the fields every hop needs. Never changed once made."""
 
     kind: Kind
     body: dict[str, Any]
-    id: RequestId | None = None
-    method: str | None = None
+    id: RequestId | None
+    method: str | None
+
+    def __init__(
+        self,
+        kind: Kind,
+        body: dict[str, Any],
+        id: RequestId | None = None,
+        method: str | None = None,
+    ) -> None:
+        self.kind = kind
+        self.body = body
+        self.id = id
+        self.method = method
 
     @property
     def params(self) -> Mapping[str, Any]:

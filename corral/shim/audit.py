@@ -12,10 +12,11 @@ from __future__ import annotations
 import copy
 import functools
 import secrets
-import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from time import monotonic as _monotonic
+from time import time as _now
 from typing import Any, Literal
 
 import orjson
@@ -83,41 +84,98 @@ def payload(mode: PayloadMode, value: Any, paths: Sequence[Sequence[str]], root:
     return redact({root: value}, paths)[root]
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class AuditEvent:
-    """What happened to one MCP message."""
+    """What happened to one MCP message. ``started`` is when it was made (monotonic); ``time``
+    and ``id`` are made then too unless given."""
 
     namespace: str
     server: str
-    direction: Literal["client", "server"] = "client"
-    method: str | None = None
-    request_id: str | None = None
-    rpc_id: str | int | None = None
-    session_id: str | None = None
-    user: str | None = None
-    email: str | None = None
-    groups: Sequence[str] = ()
-    client_id: str | None = None
-    client_name: str | None = None
-    client_version: str | None = None
-    target_kind: str | None = None
-    target: str | None = None
-    arguments: Any = None
-    result: Any = None
-    decision: dict[str, Any] | None = None
-    filters: list[dict[str, Any]] = field(default_factory=list)
-    status: str = "ok"
-    error: dict[str, Any] | None = None
-    http_status: int | None = None
-    started: float = field(default_factory=time.monotonic)
-    time: str = field(default_factory=lambda: utc_timestamp(time.time()))
-    id: str = field(default_factory=lambda: secrets.token_hex(16))
-    latency_ms: float | None = None
+    direction: Literal["client", "server"]
+    method: str | None
+    request_id: str | None
+    rpc_id: str | int | None
+    session_id: str | None
+    user: str | None
+    email: str | None
+    groups: Sequence[str]
+    client_id: str | None
+    client_name: str | None
+    client_version: str | None
+    target_kind: str | None
+    target: str | None
+    arguments: Any
+    result: Any
+    decision: dict[str, Any] | None
+    filters: list[dict[str, Any]]
+    status: str
+    error: dict[str, Any] | None
+    http_status: int | None
+    started: float
+    time: str
+    id: str
+    latency_ms: float | None
+
+    def __init__(
+        self,
+        namespace: str,
+        server: str,
+        *,
+        direction: Literal["client", "server"] = "client",
+        method: str | None = None,
+        request_id: str | None = None,
+        rpc_id: str | int | None = None,
+        session_id: str | None = None,
+        user: str | None = None,
+        email: str | None = None,
+        groups: Sequence[str] = (),
+        client_id: str | None = None,
+        client_name: str | None = None,
+        client_version: str | None = None,
+        target_kind: str | None = None,
+        target: str | None = None,
+        arguments: Any = None,
+        result: Any = None,
+        decision: dict[str, Any] | None = None,
+        filters: list[dict[str, Any]] | None = None,
+        status: str = "ok",
+        error: dict[str, Any] | None = None,
+        http_status: int | None = None,
+        time: str | None = None,
+        id: str | None = None,
+        latency_ms: float | None = None,
+    ) -> None:
+        self.namespace = namespace
+        self.server = server
+        self.direction = direction
+        self.method = method
+        self.request_id = request_id
+        self.rpc_id = rpc_id
+        self.session_id = session_id
+        self.user = user
+        self.email = email
+        self.groups = groups
+        self.client_id = client_id
+        self.client_name = client_name
+        self.client_version = client_version
+        self.target_kind = target_kind
+        self.target = target
+        self.arguments = arguments
+        self.result = result
+        self.decision = decision
+        self.filters = [] if filters is None else filters
+        self.status = status
+        self.error = error
+        self.http_status = http_status
+        self.started = _monotonic()
+        self.time = utc_timestamp(_now()) if time is None else time
+        self.id = secrets.token_hex(16) if id is None else id
+        self.latency_ms = latency_ms
 
     def finish(self, status: str, http_status: int | None = None) -> None:
         self.status = status
         self.http_status = http_status
-        self.latency_ms = round((time.monotonic() - self.started) * 1000, 3)
+        self.latency_ms = round((_monotonic() - self.started) * 1000, 3)
 
     def to_dict(self) -> dict[str, Any]:
         """The event on the wire: camelCase keys, unset fields left out."""

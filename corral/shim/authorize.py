@@ -28,14 +28,22 @@ MAX_CALLERS = 1024
 """Callers kept for the assertions they came with (one assertion serves a run of calls)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, slots=True)
 class Verdict:
-    """An authorization outcome: allowed or not, and what decided."""
+    """An authorization outcome: allowed or not, and what decided. Never changed once made."""
 
     allowed: bool
     reason: str
-    policy: str | None = None
-    rule: str | None = None
+    policy: str | None
+    rule: str | None
+
+    def __init__(
+        self, allowed: bool, reason: str, policy: str | None = None, rule: str | None = None
+    ) -> None:
+        self.allowed = allowed
+        self.reason = reason
+        self.policy = policy
+        self.rule = rule
 
     def error_data(self) -> dict[str, Any]:
         """What a denial tells the client (JSON-RPC error `data`)."""

@@ -63,7 +63,7 @@ JSON = ("Content-Type", "application/json")
 METHODS = ("POST", "GET", "DELETE")
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class Exchange:
     """One HTTP exchange with the client, and the audit event it produces."""
 
@@ -72,8 +72,24 @@ class Exchange:
     identity: Identity
     event: AuditEvent
     session_id: str | None
-    request: Message | None = None
-    target: tuple[TargetKind, str] | None = None
+    request: Message | None
+    target: tuple[TargetKind, str] | None
+
+    def __init__(
+        self,
+        state: ShimState,
+        runtime: Runtime,
+        identity: Identity,
+        event: AuditEvent,
+        session_id: str | None,
+    ) -> None:
+        self.state = state
+        self.runtime = runtime
+        self.identity = identity
+        self.event = event
+        self.session_id = session_id
+        self.request = None
+        self.target = None
 
     @property
     def method(self) -> str | None:
