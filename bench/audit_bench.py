@@ -21,8 +21,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from corral.store.audit import AuditSettings, AuditWriter, to_records
+from corral.store.audit import AuditSettings, AuditWriter
 from corral.store.audit_query import format_time
+from corral.store.auditrows import to_records
 from corral.store.migrations import apply_migrations
 from corral.store.pools import PoolSettings, create_pool
 

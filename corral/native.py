@@ -11,6 +11,10 @@ What compiled modules may not do: suspend while an exception is being handled (a
 exit may suspend; ``asyncio.timeout`` does not). A compiled coroutine suspended there leaves the
 exception set for whatever the event loop runs next, and a compiled ``finally`` that awaits then
 raises that stranger's exception. tests/packaging/test_native.py holds the listed modules to it.
+
+What they should not do: build a class per request whose ``__init__`` ``dataclasses``
+generated. That ``__init__`` is Python compiled at import and runs interpreted; such classes are
+``@dataclass(init=False)`` with an ``__init__`` of their own (the test lists them).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import asyncpg
 import orjson
 
-from corral.store.audit import TARGET_KINDS
+from corral.store.auditrows import TARGET_KINDS
 from corral.store.errors import InvalidInputError
 
 Event = dict[str, Any]
