@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -140,11 +141,11 @@ async def running_state(config_path: Path) -> AsyncIterator[ShimState]:
 
 
 def mcp_server(state: ShimState) -> LeanServer:
-    """The MCP endpoint's server: lean, since every message of the pod crosses it."""
-
-    async def handler(request: Request) -> Reply | StreamReply:
-        return await proxy.handle(state, request)
-
+    """The MCP endpoint's server: lean, since every message of the pod crosses it. The handler
+    is the compiled ``proxy.handle`` itself (a partial), not a coroutine of this module's."""
+    handler: Callable[[Request], Awaitable[Reply | StreamReply]] = functools.partial(
+        proxy.handle, state
+    )
     return LeanServer(handler, max_body=lambda: state.runtime.config.limits.max_message_bytes)
 
 
