@@ -199,10 +199,11 @@ def to_record(event: Mapping[str, Any]) -> Record:
 
 def to_records(events: Sequence[Any], first_index: int = 0) -> list[Record]:
     """Validate a whole batch before anything is stored; the error names the event's index
-    (counted from ``first_index`` when ``events`` is a slice of a larger batch)."""
+    (counted from ``first_index`` when ``events`` is a slice of a larger batch). Events are
+    decoded JSON: an object is a ``dict`` (checked as such, not through the ``Mapping`` ABC)."""
     records = []
     for index, event in enumerate(events, first_index):
-        if not isinstance(event, Mapping):
+        if not isinstance(event, dict):
             raise InvalidInputError(f"events[{index}] is not an object")
         try:
             records.append(to_record(event))
