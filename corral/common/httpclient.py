@@ -16,6 +16,7 @@ import asyncio
 import logging
 import re
 import ssl
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
@@ -254,7 +255,9 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = False
         self._paused = False
         self._message_done = False
-        self._deadline = Deadline(asyncio.get_running_loop(), self._head_timed_out)
+        # Kept: CPython 3.11's asyncio.get_running_loop makes a getpid system call each time.
+        self._loop = asyncio.get_running_loop()
+        self._deadline = Deadline(self._loop, self._head_timed_out)
         self._limit = 0.0
 
     @property
@@ -348,7 +351,7 @@ class _Connection(asyncio.Protocol):
         """Write a request; the future gets the answer's head, or ``ClientTimeout`` when it
         does not come within ``limit`` seconds (None: no bound)."""
         assert self.transport is not None
-        self._head = asyncio.get_running_loop().create_future()
+        self._head = self._loop.create_future()
         self._response = None
         self._received = False
         self._head_bytes = 0
@@ -501,7 +504,7 @@ class OriginPool:
         return response
 
     def _take_idle(self) -> _Connection | None:
-        now = asyncio.get_running_loop().time()
+        now = time.monotonic()
         while self._idle:
             connection = self._idle.pop()
             if connection.alive and now - connection.idle_since < IDLE_SECONDS:
@@ -541,7 +544,7 @@ class OriginPool:
         if self._closed:
             connection.close()
             return
-        connection.idle_since = asyncio.get_running_loop().time()
+        connection.idle_since = time.monotonic()
         self._idle.append(connection)
 
     def forget(self, connection: _Connection) -> None:
