@@ -105,6 +105,8 @@ class ServerDirectory(Protocol):
 
 
 MAX_REMEMBERED_DECISIONS = 10_000
+_DecisionKey = tuple[str, str | None, frozenset[str], str | None, str, str]
+"""A caller as ``Caller`` compares them (claims aside), and a server's namespace and name."""
 
 
 class StaticDirectory:
@@ -124,7 +126,7 @@ class StaticDirectory:
         self._policies = policies
         self._catalog = tuple(sorted(catalog, key=catalog_key))
         self._statuses = dict(statuses or {})
-        self._decisions: dict[tuple[Caller, str, str], tuple[ServerEntry, Decision]] = {}
+        self._decisions: dict[_DecisionKey, tuple[ServerEntry, Decision]] = {}
 
     def lookup(self, namespace: str, name: str) -> ServerEntry | None:
         return self._servers.get((namespace, name))
@@ -134,7 +136,15 @@ class StaticDirectory:
             return None
         if caller.claims:
             return self._policies.may_access(caller, server.ref)
-        key = (caller, server.namespace, server.name)
+        # Caller's fields, not the Caller: its dataclass __hash__ and __eq__ run interpreted.
+        key = (
+            caller.username,
+            caller.email,
+            caller.groups,
+            caller.service_account,
+            server.namespace,
+            server.name,
+        )
         remembered = self._decisions.get(key)
         if remembered is not None and remembered[0] is server:
             return remembered[1]
