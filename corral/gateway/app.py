@@ -37,8 +37,8 @@ from corral.gateway.appkeys import (
 from corral.gateway.authn import (
     ApiKeyAuthenticator,
     Authenticator,
-    FirstMatchAuthenticator,
     StaticAuthenticator,
+    first_match,
 )
 from corral.gateway.bearer import METADATA_PREFIX, TokenDirectory
 from corral.gateway.directory import ServerDirectory, StaticDirectory
@@ -194,7 +194,7 @@ async def _authentication(app: web.Application) -> AsyncIterator[None]:
     if settings.static_users:
         chain.append(StaticAuthenticator(settings.static_users))
     chain.append(api_keys)
-    app[AUTHENTICATOR] = FirstMatchAuthenticator(chain)
+    app[AUTHENTICATOR] = first_match(chain)
     app[API_KEY_AUTHENTICATOR] = api_keys
     task = None
     if settings.listen_for_revocations:

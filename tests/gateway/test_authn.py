@@ -14,6 +14,7 @@ from corral.gateway.authn import (
     FirstMatchAuthenticator,
     Principal,
     StaticAuthenticator,
+    first_match,
 )
 from corral.store import api_keys
 from corral.store.pools import PoolSettings, connect, create_pool
@@ -169,9 +170,11 @@ async def test_static_directory_and_chain() -> None:
     static = StaticAuthenticator({"dev-token-ada": ada})
     assert await static.authenticate("dev-token-ada") == ada
     assert await static.authenticate("dev-token-bob") is None
-    chain = FirstMatchAuthenticator([StaticAuthenticator({}), static])
+    chain = first_match([StaticAuthenticator({}), static])
+    assert isinstance(chain, FirstMatchAuthenticator)
     assert await chain.authenticate("dev-token-ada") == ada
     assert await chain.authenticate("other") is None
+    assert first_match([static]) is static
 
 
 async def test_static_directory_from_config_entries() -> None:
