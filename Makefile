@@ -43,14 +43,14 @@ test: setup
 	$(PY) -m pytest
 
 check: $(INSTALLED)
-	$(VENV)/bin/ruff format --check corral tests e2e bench tools
-	$(VENV)/bin/ruff check corral tests e2e bench tools
-	$(VENV)/bin/mypy --strict corral tools
+	$(VENV)/bin/ruff format --check corral tests e2e bench tools hatch_build.py
+	$(VENV)/bin/ruff check corral tests e2e bench tools hatch_build.py
+	$(VENV)/bin/mypy --strict corral tools hatch_build.py
 	$(VENV)/bin/lint-imports
 
 format: $(INSTALLED)
-	$(VENV)/bin/ruff format corral tests e2e bench tools
-	$(VENV)/bin/ruff check --fix corral tests e2e bench tools
+	$(VENV)/bin/ruff format corral tests e2e bench tools hatch_build.py
+	$(VENV)/bin/ruff check --fix corral tests e2e bench tools hatch_build.py
 
 # Regenerate crds/ from the resource models (a test fails when they are stale).
 crds: $(INSTALLED)

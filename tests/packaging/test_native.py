@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 from types import FunctionType
@@ -186,3 +187,57 @@ def test_the_command_refuses_to_start_on_a_stale_build(tmp_path: Path) -> None:
     done = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "corral" in done.stdout
+
+
+def _fresh(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
+def _tree_copy(destination: Path) -> Path:
+    """What a wheel is built from: the project's metadata and the package as built here."""
+    for name in ("pyproject.toml", "README.md", "hatch_build.py"):
+        shutil.copy2(ROOT / name, destination / name)
+    shutil.copytree(
+        ROOT / "corral", destination / "corral", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return destination
+
+
+def _build_wheel(source: Path, out: Path) -> Path:
+    from hatchling.builders.wheel import WheelBuilder
+
+    built = list(WheelBuilder(str(source)).build(directory=str(out), versions=["standard"]))
+    assert len(built) == 1
+    return Path(built[0])
+
+
+def test_a_wheel_with_compiled_modules_is_tagged_for_this_python_and_platform(
+    tmp_path: Path,
+) -> None:
+    wheel = _build_wheel(_tree_copy(_fresh(tmp_path / "src")), tmp_path / "dist")
+    interpreter = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    assert wheel.name.endswith(".whl")
+    assert f"-{interpreter}-{interpreter}-linux_" in wheel.name, wheel.name
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    assert "corral/native.json" in names
+    assert {f"{path.removesuffix('.py')}{SUFFIX}" for path in LISTED} <= names
+
+
+def test_a_wheel_without_compiled_modules_is_pure(tmp_path: Path) -> None:
+    source = _tree_copy(_fresh(tmp_path / "src"))
+    for compiled in native.extensions(source / "corral"):
+        compiled.unlink()
+    (source / "corral" / "native.json").unlink()
+    wheel = _build_wheel(source, tmp_path / "dist")
+    assert wheel.name.endswith("-py3-none-any.whl"), wheel.name
+
+
+def test_a_stale_build_is_not_packaged(tmp_path: Path) -> None:
+    source = _tree_copy(_fresh(tmp_path / "src"))
+    edited = source / LISTED[0]
+    edited.write_text(edited.read_text() + "\n# edited after the build\n")
+    with pytest.raises(RuntimeError, match=r"not packaging this tree: .* changed since"):
+        _build_wheel(source, tmp_path / "dist")
+    assert not list((tmp_path / "dist").glob("*.whl"))
