@@ -93,6 +93,10 @@ def test_entry_point_runs_the_images_corral_commands(image: str) -> None:
 
 def test_copied_sources_exist_and_the_context_is_narrowed(image: str) -> None:
     dockerfile = _dockerfile(image)
+    ignore = (ROOT / f"Dockerfile.{image}.dockerignore").read_text().splitlines()
+    assert "*" in ignore, "send only the package to the builder"
+    assert "!corral/" in ignore
+    copied = set()
     for stage in dockerfile.stages:
         for copy in stage.all("COPY"):
             if copy.value.startswith("--from"):
@@ -100,9 +104,12 @@ def test_copied_sources_exist_and_the_context_is_narrowed(image: str) -> None:
             *sources, _ = copy.value.split()
             for source in sources:
                 assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
-    ignore = (ROOT / f"Dockerfile.{image}.dockerignore").read_text().splitlines()
-    assert "*" in ignore, "send only the package to the builder"
-    assert "!corral/" in ignore
+                assert f"!{source}" in ignore or f"!{source}/" in ignore, (
+                    f"COPY {source}: the .dockerignore leaves it out of the build context"
+                )
+                copied.add(source)
+    # pyproject's wheel build runs this hook; `pip install .` fails without it.
+    assert "hatch_build.py" in copied
 
 
 def test_runner_carries_python_node_uv_and_the_bridge() -> None:
