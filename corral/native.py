@@ -25,7 +25,7 @@ from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
-MANIFEST = PACKAGE / "native.json"
+MANIFEST_NAME = "native.json"
 REBUILD = "run `make native` to rebuild them, or `python tools/native.py clean` to run interpreted"
 
 
@@ -41,7 +41,7 @@ def extensions(package: Path) -> list[Path]:
 def check(package: Path = PACKAGE) -> list[str]:
     """The modules that run compiled (none when there is no build); `StaleBuildError` naming
     the modules whose source changed since they were compiled."""
-    manifest = package / "native.json"
+    manifest = package / MANIFEST_NAME
     if not manifest.exists():
         found = extensions(package)
         if found:

@@ -21,11 +21,11 @@ import sys
 import tomllib
 from pathlib import Path
 
-from corral.native import extensions
+from corral.native import MANIFEST_NAME, extensions
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "corral"
-MANIFEST = PACKAGE / "native.json"
+MANIFEST = PACKAGE / MANIFEST_NAME
 BUILD_DIR = ROOT / "build" / "native"
 GROUP = "corral._native"
 
@@ -85,7 +85,7 @@ def build() -> None:
     shutil.copytree(
         PACKAGE,
         stage / "corral",
-        ignore=shutil.ignore_patterns("*.so", "*.pyd", "native.json", "__pycache__"),
+        ignore=shutil.ignore_patterns("*.so", "*.pyd", MANIFEST_NAME, "__pycache__"),
     )
     shutil.copy2(ROOT / "pyproject.toml", stage / "pyproject.toml")
     digests = _digests(stage, sources)
